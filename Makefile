@@ -1,0 +1,37 @@
+# Every target creates .venv if missing and installs what it needs.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# torch/torchvision pinned so pip never picks another build
+TEST_DEPS := torch==2.14.1 torchvision==0.29.1 pytest ruff
+STAMP := $(VENV)/.installed
+
+.PHONY: test test-fast demo lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TEST_DEPS)
+	$(PIP) install -q --no-deps -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not zoo and not slow"
+
+demo: $(STAMP)
+	$(PY) -m anyprune.demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PIP) install -q torch-pruning==1.6.1 --no-deps || true
+	$(PY) benchmarks/bench_build.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,83 @@
+"""anyprune: structural pruning for any PyTorch model.
+
+Trace once, find every coupled dimension, remove whole channels, heads and
+hidden dims, and never hand back a broken model. ``import anyprune as tp`` runs
+the Torch-Pruning (DepGraph) API.
+"""
+
+from __future__ import annotations
+
+from . import dims, errors, functional, pruner, trace
+from .apply.verify import VerifyResult, verify_forward, verify_group
+from .depgraph import DependencyGraph
+from .dims.rules import register_dim_rule
+from .errors import AnyPruneError, ConfigError, PruningError, TraceError, VerificationError
+from .functional import (
+    prune_batchnorm_in_channels,
+    prune_batchnorm_out_channels,
+    prune_conv_in_channels,
+    prune_conv_out_channels,
+    prune_depthwise_conv_in_channels,
+    prune_depthwise_conv_out_channels,
+    prune_embedding_in_channels,
+    prune_embedding_out_channels,
+    prune_groupnorm_in_channels,
+    prune_groupnorm_out_channels,
+    prune_instancenorm_in_channels,
+    prune_instancenorm_out_channels,
+    prune_layernorm_in_channels,
+    prune_layernorm_out_channels,
+    prune_linear_in_channels,
+    prune_linear_out_channels,
+    prune_multihead_attention_in_channels,
+    prune_multihead_attention_out_channels,
+    prune_parameter_in_channels,
+    prune_parameter_out_channels,
+    prune_prelu_in_channels,
+    prune_prelu_out_channels,
+)
+from .utils import count_ops_and_params
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AnyPruneError",
+    "ConfigError",
+    "DependencyGraph",
+    "PruningError",
+    "TraceError",
+    "VerificationError",
+    "VerifyResult",
+    "count_ops_and_params",
+    "dims",
+    "errors",
+    "functional",
+    "prune_batchnorm_in_channels",
+    "prune_batchnorm_out_channels",
+    "prune_conv_in_channels",
+    "prune_conv_out_channels",
+    "prune_depthwise_conv_in_channels",
+    "prune_depthwise_conv_out_channels",
+    "prune_embedding_in_channels",
+    "prune_embedding_out_channels",
+    "prune_groupnorm_in_channels",
+    "prune_groupnorm_out_channels",
+    "prune_instancenorm_in_channels",
+    "prune_instancenorm_out_channels",
+    "prune_layernorm_in_channels",
+    "prune_layernorm_out_channels",
+    "prune_linear_in_channels",
+    "prune_linear_out_channels",
+    "prune_multihead_attention_in_channels",
+    "prune_multihead_attention_out_channels",
+    "prune_parameter_in_channels",
+    "prune_parameter_out_channels",
+    "prune_prelu_in_channels",
+    "prune_prelu_out_channels",
+    "pruner",
+    "register_dim_rule",
+    "trace",
+    "utils",
+    "verify_forward",
+    "verify_group",
+]

@@ -1,0 +1,119 @@
+"""All-or-nothing edits of a model: tensors and attributes.
+
+Every change goes through a :class:`Transaction`: new tensors are computed
+first, then swapped in; if anything raises before :meth:`Transaction.commit`,
+every tensor (data and ``.grad``) and attribute is put back exactly as it was.
+Tensors are swapped through ``.data`` so the ``nn.Parameter`` objects stay the
+same (optimizers and tied weights keep working).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+__all__ = ["Transaction", "slice_tensor"]
+
+
+def slice_tensor(t: torch.Tensor, dim: int, keep: torch.Tensor) -> torch.Tensor:
+    """Keep positions ``keep`` (sorted ``long`` indices) of ``t`` along ``dim``; order is preserved."""
+    return torch.index_select(t.detach(), dim, keep.to(t.device))
+
+
+class Transaction:
+    """Record edits so they can be undone; use as a context manager.
+
+    Example:
+        >>> import torch
+        >>> lin = torch.nn.Linear(4, 3)
+        >>> before = lin.weight.detach().clone()
+        >>> try:
+        ...     with Transaction() as tx:
+        ...         tx.set_data(lin.weight, lin.weight[:2].detach().clone())
+        ...         raise RuntimeError("boom")
+        ... except RuntimeError:
+        ...     pass
+        >>> torch.equal(lin.weight, before)
+        True
+    """
+
+    def __init__(self) -> None:
+        self._tensors: list[tuple[torch.Tensor, torch.Tensor, Any]] = []
+        self._attrs: list[tuple[Any, str, bool, Any]] = []
+        self._dicts: list[tuple[Any, dict]] = []
+        self._seen: set[int] = set()
+        self.done = False
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            self.rollback()
+        else:
+            self.commit()
+        return False
+
+    def set_data(self, t: torch.Tensor, new: torch.Tensor, new_grad: torch.Tensor | None | str = "keep") -> None:
+        """Replace ``t``'s data (and its grad: sliced one, ``None``, or ``"keep"`` to leave it)."""
+        if id(t) not in self._seen:
+            self._seen.add(id(t))
+            self._tensors.append((t, t.data, t.grad))
+        if t.grad is not None and new_grad == "keep":
+            new_grad = None
+        if new_grad != "keep":
+            t.grad = None
+        t.data = new
+        if new_grad is not None and new_grad != "keep":
+            t.grad = new_grad
+
+    def set_attr(self, obj: Any, name: str, value: Any) -> None:
+        had = hasattr(obj, name)
+        old = getattr(obj, name, None)
+        self._attrs.append((obj, name, had, old))
+        setattr(obj, name, value)
+
+    def snapshot_module(self, module: torch.nn.Module) -> None:
+        """Save a module's tensors and plain attributes before handing it to user code."""
+        for t in list(module.parameters(recurse=False)) + [b for b in module.buffers(recurse=False) if b is not None]:
+            if id(t) not in self._seen:
+                self._seen.add(id(t))
+                self._tensors.append((t, t.data, t.grad))
+        state = {k: copy.copy(v) for k, v in module.__dict__.items()
+                 if k not in ("_parameters", "_buffers", "_modules")}
+        self._dicts.append((module, state))
+        self._dicts.append((module, {"__params__": dict(module._parameters), "__buffers__": dict(module._buffers)}))
+
+    def rollback(self) -> None:
+        if self.done:
+            return
+        for t, data, grad in reversed(self._tensors):
+            t.grad = None
+            t.data = data
+            t.grad = grad
+        for obj, name, had, old in reversed(self._attrs):
+            if had:
+                setattr(obj, name, old)
+            else:
+                delattr(obj, name)
+        for module, state in reversed(self._dicts):
+            if "__params__" in state:
+                module._parameters.clear()
+                module._parameters.update(state["__params__"])
+                module._buffers.clear()
+                module._buffers.update(state["__buffers__"])
+            else:
+                for k in list(module.__dict__):
+                    if k not in ("_parameters", "_buffers", "_modules") and k not in state:
+                        del module.__dict__[k]
+                module.__dict__.update(state)
+        for t, data, grad in self._tensors:
+            t.grad = None
+            t.data = data
+            t.grad = grad
+        self.done = True
+
+    def commit(self) -> None:
+        self.done = True

@@ -1,0 +1,485 @@
+"""The seed facade: ``DependencyGraph().build_dependency(model, example_inputs)``.
+
+``build_dependency`` = trace (:mod:`anyprune.trace`) + dimension rules
+(:mod:`anyprune.dims`) + an index of which parameter slices each atom reaches
+(:mod:`anyprune.groups`). Groups prune through :mod:`anyprune.apply`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .apply.slicing import apply_removal, validate_indices
+from .apply.transaction import Transaction
+from .dims.dimgraph import DimGraph
+from .errors import ConfigError, PinnedDimWarning, PruningError
+from .functional import PruningFunction, handler_for, root_dim
+from .groups.group import Dependency, Group, GroupIndex, LeafSlice, Node, ParamSlice
+from .trace.recorder import trace
+
+__all__ = ["DependencyGraph", "DEFAULT_ROOT_TYPES"]
+
+DEFAULT_ROOT_TYPES: tuple[type, ...] = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+class DependencyGraph:
+    """Build the dependency graph of a model and hand out pruning groups.
+
+    Example:
+        >>> import torch, anyprune as tp
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        ...                             torch.nn.Conv2d(8, 4, 3))
+        >>> DG = tp.DependencyGraph().build_dependency(model, example_inputs=torch.randn(1, 3, 8, 8))
+        >>> group = DG.get_pruning_group(model[0], tp.prune_conv_out_channels, idxs=[2, 6])
+        >>> group.prune()
+        >>> (model[0].out_channels, model[1].num_features, model[3].in_channels)
+        (6, 6, 6)
+    """
+
+    def __init__(self) -> None:
+        self.model: nn.Module | None = None
+        self.ops = None
+        self.dims: DimGraph | None = None
+        self.index: GroupIndex | None = None
+        self.customized_pruners: dict[type, Any] = {}
+        self._history: list[tuple[str, str, list[int]]] = []
+        self._module_names: dict[nn.Module, str] = {}
+        self._producers: dict[int, list[nn.Module]] = {}
+        self._module_outputs: dict[nn.Module, list[tuple]] = {}
+
+    # ------------------------------------------------------------- build
+    def build_dependency(
+        self,
+        model: nn.Module,
+        example_inputs: Any,
+        forward_fn: Callable | None = None,
+        output_transform: Callable | None = None,
+        unwrapped_parameters: Iterable | None = None,
+        customized_pruners: dict[type, Any] | None = None,
+        ignored_layers: Iterable | None = None,
+        verbose: bool = True,
+    ) -> DependencyGraph:
+        """Trace ``model`` on ``example_inputs`` and build its dimension graph.
+
+        Args:
+            model: the model; it may live on the ``meta`` device, in any dtype and mode.
+            example_inputs: a tensor, a tuple (unpacked), a list (one argument) or a dict (keywords).
+            forward_fn: ``forward_fn(model, example_inputs)`` instead of the default call.
+            output_transform: applied to the outputs; what it returns is pinned too.
+            unwrapped_parameters: accepted for compatibility (``[(param, dim), …]`` or params); parameters
+                used directly in ``forward`` are discovered by the trace, so this only checks they belong
+                to the model.
+            customized_pruners: ``{LayerType: pruner}`` for layers recorded whole; the pruner has
+                ``prune_out_channels``, ``prune_in_channels``, ``get_out_channels``, ``get_in_channels``.
+            ignored_layers: modules, module types or parameters whose output dims must not be pruned.
+            verbose: kept for compatibility; warnings are never silenced by it.
+
+        Returns:
+            ``self``.
+        """
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.customized_pruners = self._check_pruners(customized_pruners)
+        self._check_unwrapped(model, unwrapped_parameters)
+        ignored = self._resolve_ignored(model, ignored_layers)
+        self.model = model
+        self._module_names = {m: n for n, m in model.named_modules()}
+        self.ops = trace(model, example_inputs, forward_fn, output_transform,
+                         leaf_modules=tuple(self.customized_pruners))
+        dims = DimGraph(self.ops, model)
+        dims.leaf_pruners = dict(self.customized_pruners)
+        dims.run_rules()
+        self.dims = dims
+        self._collect_module_outputs()
+        for m in ignored:
+            for lay in self._outputs_of(m):
+                dims.atoms.pin(lay, f"ignored layer {self._module_names.get(m, m)}")
+        for p in self._ignored_params:
+            v = self._value_of_tensor(p)
+            if v is not None:
+                for lay in dims.layouts(v):
+                    dims.atoms.pin(lay, f"ignored parameter {v.name}")
+        tensors = dict(model.named_parameters(remove_duplicate=False))
+        tensors.update({n: b for n, b in model.named_buffers(remove_duplicate=False) if b is not None})
+        self.index = GroupIndex(dims, tensors)
+        if self.ops.unused_params:
+            shown = ", ".join(self.ops.unused_params[:5])
+            more = f" and {len(self.ops.unused_params) - 5} more" if len(self.ops.unused_params) > 5 else ""
+            warnings.warn(
+                f"{len(self.ops.unused_params)} parameter(s) were not used by the traced forward pass ({shown}{more}); "
+                "they are not coupled to anything and are left unpruned. If they run in another mode (e.g. "
+                "auxiliary heads in training), trace in that mode or list their layers in ignored_layers.",
+                PinnedDimWarning,
+                stacklevel=2,
+            )
+        return self
+
+    @staticmethod
+    def _check_pruners(customized_pruners) -> dict[type, Any]:
+        if customized_pruners is None:
+            return {}
+        if not isinstance(customized_pruners, dict):
+            raise ConfigError("customized_pruners must be a dict {LayerType: pruner}")
+        for k, p in customized_pruners.items():
+            if not isinstance(k, type):
+                raise ConfigError(f"customized_pruners keys must be module types, got {k!r}")
+            for meth in ("prune_out_channels", "prune_in_channels", "get_out_channels", "get_in_channels"):
+                if not callable(getattr(p, meth, None)):
+                    raise ConfigError(f"customized pruner for {k.__name__} has no method {meth}()")
+        return dict(customized_pruners)
+
+    @staticmethod
+    def _check_unwrapped(model, unwrapped) -> None:
+        if unwrapped is None:
+            return
+        params = {id(p) for p in model.parameters()}
+        for item in unwrapped:
+            p = item[0] if isinstance(item, (tuple, list)) else item
+            if not isinstance(p, torch.Tensor) or id(p) not in params:
+                raise ConfigError(
+                    f"unwrapped_parameters entry {item!r} is not a parameter of the model; pass (param, dim) pairs"
+                )
+
+    def _resolve_ignored(self, model, ignored_layers) -> list[nn.Module]:
+        self._ignored_params: list[torch.Tensor] = []
+        if ignored_layers is None:
+            return []
+        if isinstance(ignored_layers, (nn.Module, type)):
+            ignored_layers = [ignored_layers]
+        modules = list(model.modules())
+        ids = {id(m) for m in modules}
+        params = {id(p) for p in model.parameters()}
+        out: list[nn.Module] = []
+        for item in ignored_layers:
+            if isinstance(item, type):
+                out.extend(m for m in modules if isinstance(m, item))
+            elif isinstance(item, nn.Module):
+                if id(item) not in ids:
+                    raise ConfigError(f"ignored_layers: {type(item).__name__} is not a submodule of the model")
+                out.extend(m for m in item.modules())
+            elif isinstance(item, torch.Tensor) and id(item) in params:
+                self._ignored_params.append(item)
+            else:
+                raise ConfigError(f"ignored_layers entries must be modules, module types or parameters, got {item!r}")
+        return out
+
+    def _collect_module_outputs(self) -> None:
+        dims = self.dims
+        table = dims.atoms
+        for call in self.ops.calls:
+            owners: list[nn.Module] = []
+            if call.leaf_module is not None:
+                m = dims._modules.get(call.leaf_module)
+                if m is not None:
+                    owners.append(m)
+            for v in call.inputs:
+                m = dims.module_of(v)
+                if m is not None and m not in owners:
+                    owners.append(m)
+            for m in owners:
+                lst = self._module_outputs.setdefault(m, [])
+                for o in call.outputs:
+                    lst.extend(dims.layouts(o))
+        for m, lays in self._module_outputs.items():
+            for lay in lays:
+                for a in table.atoms(lay):
+                    prods = self._producers.setdefault(a, [])
+                    if m not in prods:
+                        prods.append(m)
+
+    def _outputs_of(self, module: nn.Module) -> list[tuple]:
+        return self._module_outputs.get(module, [])
+
+    def _value_of_tensor(self, t: torch.Tensor):
+        names = {n for n, p in self.model.named_parameters(remove_duplicate=False) if p is t}
+        names |= {n for n, b in self.model.named_buffers(remove_duplicate=False) if b is t}
+        for v in self.ops.values:
+            if v.kind in ("param", "buffer") and names.intersection(v.names):
+                return v
+        return None
+
+    def _require_built(self) -> None:
+        if self.dims is None:
+            raise ConfigError("call build_dependency(model, example_inputs) first")
+
+    # ------------------------------------------------------------- groups
+    def get_pruning_group(self, module: Any, pruning_fn: Callable, idxs) -> Group:
+        """The group that pruning ``idxs`` of ``module`` with ``pruning_fn`` sets off.
+
+        Args:
+            module: a layer of the model (or an ``nn.Parameter`` for ``prune_parameter_*``).
+            pruning_fn: one of the ``prune_*`` functions, or a customized pruner's method.
+            idxs: positions in the dim that ``pruning_fn`` acts on.
+        """
+        self._require_built()
+        table = self.dims.atoms
+        if isinstance(module, torch.Tensor):
+            v = self._value_of_tensor(module)
+            if v is None:
+                raise PruningError("this parameter is not part of the traced model")
+            dim = -1
+            layout = self.dims.layouts(v)[dim]
+            root = self._slice_for(v, dim % v.ndim)
+        else:
+            if not isinstance(module, nn.Module) or module not in self._module_names:
+                raise PruningError(
+                    f"{type(module).__name__} is not a module of the model this graph was built for"
+                )
+            leaf = self.customized_pruners.get(type(module))
+            if leaf is not None:
+                role = "out" if "out" in getattr(pruning_fn, "__name__", "out") else "in"
+                name = self._module_names[module]
+                in_lay, out_lay = self.dims.leaf_dims.get(name, (None, None))
+                layout = out_lay if role == "out" else in_lay
+                if layout is None:
+                    raise PruningError(f"customized layer {name} was not used in the traced forward pass")
+                root = LeafSlice(module, name, role, layout, leaf)
+            else:
+                if not isinstance(pruning_fn, PruningFunction):
+                    raise PruningError(
+                        f"{pruning_fn!r} is not a pruning function; use one of the tp.prune_* functions"
+                    )
+                attr, dim = root_dim(module, pruning_fn)
+                tensor = getattr(module, attr)
+                v = self._value_of_tensor(tensor)
+                if v is None or v.index not in self.dims._layouts:
+                    raise PruningError(
+                        f"module {self._module_names[module]} was not used in the traced forward pass; "
+                        "it is not in the graph"
+                    )
+                dim = dim % v.ndim
+                layout = self.dims.layouts(v)[dim]
+                root = self._slice_for(v, dim)
+        n = table.size(layout)
+        positions = validate_indices(idxs, n, f"get_pruning_group({getattr(pruning_fn, '__name__', pruning_fn)})")
+        removed = self._positions_to_removal(layout, positions)
+        atoms = list(removed)
+        return Group(self, atoms, self.index.slices_of(atoms), root, positions, removed)
+
+    def _slice_for(self, v, dim: int) -> ParamSlice:
+        for s in self.index.slices:
+            if isinstance(s, ParamSlice) and s.value is v and s.dim == dim:
+                return s
+        raise PruningError(f"{v.name} dim {dim} is not in the graph")
+
+    def _positions_to_removal(self, layout: tuple, positions: torch.Tensor) -> dict[int, torch.Tensor]:
+        table = self.dims.atoms
+        atoms = table.atoms(layout)
+        if positions.numel() == 0:
+            return {}
+        idx = torch.stack([table.index_of(layout, a)[positions] for a in atoms])  # [atoms, positions]
+        pinned = torch.tensor([table.pin_reason(a) is not None for a in atoms])
+        candidate = (idx >= 0) & ~pinned[:, None]
+        if not bool(candidate.any(0).all()):
+            col = int((~candidate.any(0)).nonzero()[0])
+            reasons = sorted({table.pin_reason(a) for a in atoms if idx[atoms.index(a), col] >= 0 and
+                              table.pin_reason(a)})
+            raise PruningError(
+                f"position {int(positions[col])} cannot be pruned: its dim is pinned ({'; '.join(reasons)}). "
+                "Pinned dims are never pruned; see the reason for what pins them."
+            )
+        # innermost prunable atom per position (the last in layout order)
+        order = torch.arange(len(atoms))[:, None].expand_as(candidate)
+        chosen = torch.where(candidate, order, -1).max(0).values
+        removed: dict[int, torch.Tensor] = {}
+        for k, a in enumerate(atoms):
+            cols = chosen == k
+            if bool(cols.any()):
+                m = torch.zeros(table.atom_size(a), dtype=torch.bool)
+                m[idx[k, cols]] = True
+                removed[a] = m
+        return removed
+
+    def _removal_for(self, group: Group, idxs) -> dict[int, torch.Tensor]:
+        table = self.dims.atoms
+        layout = group.root.layout
+        positions = validate_indices(idxs, table.size(layout), "Group.prune")
+        return self._positions_to_removal(layout, positions)
+
+    def check_pruning_group(self, group: Group) -> bool:
+        """True if pruning the group keeps every dim at least one wide (and touches no pinned dim)."""
+        try:
+            removed = group.removal()
+        except PruningError:
+            return False
+        table = self.dims.atoms
+        if any(table.pin_reason(a) is not None for a in removed):
+            return False
+        for s in self.index.slices_of(list(removed)):
+            if bool(table.removal_mask(s.layout, removed).all()):
+                return False
+        return True
+
+    def get_all_groups(self, ignored_layers: Iterable | None = None,
+                       root_module_types: Iterable[type] | None = DEFAULT_ROOT_TYPES) -> Iterator[Group]:
+        """Every prunable group, in trace order, one per unpinned atom.
+
+        Args:
+            ignored_layers: modules (or types) whose output dims are skipped.
+            root_module_types: keep groups whose atom is an output dim of a module of one of these types;
+                ``None`` keeps every group.
+        """
+        self._require_built()
+        table = self.dims.atoms
+        excluded: set[int] = set()
+        for m in self._resolve_ignored(self.model, ignored_layers):
+            for lay in self._outputs_of(m):
+                excluded.update(table.atoms(lay))
+        types = tuple(root_module_types) if root_module_types is not None else None
+        for a in list(self.index.by_atom):
+            if self.dims.atoms.find(a) != a or table._defn[a] is not None:
+                continue
+            if table.pin_reason(a) is not None or a in excluded or table.atom_size(a) < 2:
+                continue
+            root = self._root_for(a, types)
+            if root is None:
+                continue
+            yield Group(self, [a], self.index.slices_of([a]), root, None, None)
+
+    def groups(self, **kwargs) -> list[Group]:
+        """``list(get_all_groups(**kwargs))``."""
+        return list(self.get_all_groups(**kwargs))
+
+    def _root_for(self, a: int, types: tuple[type, ...] | None):
+        table = self.dims.atoms
+        slices = self.index.slices_of([a])
+        exact_layout = ("a", a)
+        producers = self._producers.get(a, [])
+        if types is not None:
+            producers = [m for m in producers if isinstance(m, types)]
+            if not producers:
+                return None
+        best = None
+        for m in producers:
+            for s in slices:
+                if s.module is m or (isinstance(s, LeafSlice) and s.module is m):
+                    if table.norm(s.layout) == exact_layout:
+                        return s
+                    best = best or s
+        if best is not None:
+            return best
+        for s in slices:
+            if table.norm(s.layout) == exact_layout:
+                return s
+        return slices[0] if slices else None
+
+    # -------------------------------------------------------------- apply
+    def _prune_group(self, group: Group, idxs, record_history: bool = True) -> None:
+        removed = group.removal(idxs)
+        if not removed:
+            return
+        table = self.dims.atoms
+        for a in removed:
+            reason = table.pin_reason(a)
+            if reason is not None:
+                raise PruningError(f"cannot prune a pinned dim ({reason})")
+        atoms = list(removed)
+        slices = self.index.slices_of(atoms)
+        bindings = self.index.bindings_of(atoms)
+        with Transaction() as tx:
+            apply_removal(table, slices, bindings, removed, tx)
+        table.shrink({a: int(m.sum()) for a, m in removed.items()})
+        for s in slices:
+            if isinstance(s, ParamSlice):
+                s.value.shape = tuple(s.tensor.shape)
+        if record_history:
+            root = group.root
+            name = root.fqn if isinstance(root, ParamSlice) else root.module_name
+            self._history.append((name, getattr(root, "dim", getattr(root, "role", "")),
+                                  [int(i) for i in (idxs if idxs is not None else (group.idxs or []))]))
+
+    def pruning_history(self) -> list[tuple[str, Any, list[int]]]:
+        """``(root parameter, dim, indices)`` for every group pruned through this graph, in order."""
+        return list(self._history)
+
+    # ------------------------------------------------------ seed iteration
+    def _dependencies(self, group: Group) -> list[tuple[Dependency, list[int]]]:
+        table = self.dims.atoms
+        removed = group._removed
+        if removed is None and group._root_positions is not None:
+            removed = group.removal()
+        deps: dict[tuple[int, Any], tuple[Dependency, list[int]]] = {}
+        order: list[tuple[int, Any]] = []
+        for s in [group.root] + [s for s in group.slices if s is not group.root]:
+            if isinstance(s, LeafSlice):
+                target = Node(s.module, s.module_name)
+                handler = getattr(s.pruner, f"prune_{s.role}_channels")
+            else:
+                known = s.module is not None and handler_for(s.module, s.attr, s.dim) is not None \
+                    and s.attr in dict(s.module.named_parameters(recurse=False)) | dict(
+                        s.module.named_buffers(recurse=False))
+                handler = handler_for(s.module, s.attr, s.dim) if known else None
+                if handler is None or handler.__name__.startswith("prune_parameter"):
+                    target = Node(s.tensor, s.fqn)
+                    handler = handler_for(None, s.attr, s.dim)
+                else:
+                    target = Node(s.module, s.module_name)
+            key = (id(target.module), handler)
+            if key in deps:
+                deps[key][0].slices.append(s)
+                continue
+            if removed is not None:
+                pos = table.removal_mask(s.layout, removed).nonzero().flatten().tolist()
+            else:
+                present = torch.zeros(table.size(s.layout), dtype=torch.bool)
+                for a in group.atoms:
+                    present |= table.index_of(s.layout, a) >= 0
+                pos = present.nonzero().flatten().tolist()
+            deps[key] = (Dependency(target, handler, [s]), pos)
+            order.append(key)
+        return [deps[k] for k in order]
+
+    def _describe(self, group: Group) -> str:
+        table = self.dims.atoms
+        removed = group._removed
+        if removed is None and group._root_positions is not None:
+            removed = group.removal()
+        kind = "exact" if group.exact else "approximate: " + "; ".join(group.mixing_reasons)
+        atoms = ", ".join(table.describe(("a", a)) for a in group.atoms)
+        chosen = "no indices chosen" if removed is None else \
+            f"{sum(int(m.sum()) for m in removed.values())} of {group.size} indices chosen"
+        rule = "-" * 72
+        lines = [rule, f"Pruning Group ({kind})", f"atoms {atoms}: {chosen}", rule]
+        k = 0
+        for s in [group.root] + [s for s in group.slices if s is not group.root]:
+            n = table.size(s.layout)
+            after = n - int(table.removal_mask(s.layout, removed).sum()) if removed is not None else n
+            imap = self._index_map_kind(s.layout, group.atoms)
+            if isinstance(s, LeafSlice):
+                what = f"{s.module_name} ({type(s.module).__name__}) {s.role} channels"
+            else:
+                what = f"{s.fqn} dim {s.dim}"
+            mark = "  (root)" if s is group.root else ""
+            lines.append(f"[{k}] {what}: {n} -> {after} ({imap}){mark}")
+            k += 1
+        lines.append(rule)
+        return "\n".join(lines)
+
+    def _index_map_kind(self, layout: tuple, atoms: list[int]) -> str:
+        table = self.dims.atoms
+        lay = table.norm(layout)
+        if lay[0] == "a":
+            return "identity"
+        count = 0
+
+        def walk(node, in_prod):
+            nonlocal count
+            if node[0] == "a":
+                if node[1] in atoms:
+                    count += 1
+                return "factor" if in_prod and node[1] in atoms else None
+            found = None
+            for kid in node[1]:
+                r = walk(kid, in_prod or node[0] == "p")
+                found = found or r
+            return found
+
+        fac = walk(lay, False)
+        if count > 1:
+            return "tile"
+        return fac or "segment"

@@ -1,0 +1,246 @@
+"""The dimension graph: a layout for every dimension of every traced value.
+
+Building it runs one rule per recorded call (see :mod:`anyprune.dims.rules`).
+Edges are implicit in the layouts: two dimensions are coupled exactly when
+their layouts share atoms. The guarantees:
+
+* every dimension of every value has a layout of the value's size;
+* a dimension that reaches a model input or output, an op without a rule, an
+  ignored layer or a literal the rules cannot update is *pinned* (its atoms
+  carry the reason) and is never pruned;
+* an atom whose pruning changes what an op normalises or averages over is
+  marked *mixing*: pruning it is approximate, not exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import warnings
+from typing import Any, Callable
+
+from torch import nn
+
+from ..errors import UnsupportedOpWarning
+from ..trace.opgraph import Call, OpGraph, Value
+from .layout import AtomTable
+from . import rules
+from .rules import QUIET_PIN, get_rule
+
+__all__ = ["DimGraph", "Binding", "RuleContext", "build_dim_graph"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Binding:
+    """A module attribute whose value follows the size of some layouts.
+
+    After pruning, ``setattr(obj, attr, make(new_sizes))``.
+    """
+
+    obj: Any
+    attr: str
+    layouts: list
+    make: Callable[[list[int]], Any]
+
+
+class RuleContext:
+    """What a rule sees: the call, the layouts of its inputs, and ways to couple them."""
+
+    def __init__(self, graph: DimGraph, call: Call) -> None:
+        self.graph = graph
+        self.call = call
+        self.atoms = graph.atoms
+        self._set: dict[int, list] = {}
+
+    # reading
+    def layouts(self, v: Value) -> list:
+        return self.graph.layouts(v)
+
+    @property
+    def outputs(self) -> list[Value]:
+        return self.call.outputs
+
+    @property
+    def out(self) -> Value:
+        return self.call.outputs[0]
+
+    def module_of(self, v: Value | None) -> nn.Module | None:
+        return self.graph.module_of(v)
+
+    # writing
+    def set_output(self, layouts: list, index: int = 0) -> None:
+        v = self.call.outputs[index]
+        if len(layouts) != v.ndim:
+            raise ValueError(f"rule gave {len(layouts)} layouts for a {v.ndim}-d output")
+        for lay, s in zip(layouts, v.shape):
+            if self.atoms.size(lay) != s:
+                raise ValueError(f"rule gave a layout of size {self.atoms.size(lay)} for a dim of size {s}")
+        self._set[index] = list(layouts)
+
+    def unify(self, a: tuple, b: tuple) -> None:
+        self.atoms.unify(a, b, self.where)
+
+    def new(self, size: int, pin: str | None = None) -> tuple:
+        return self.atoms.new(size, pin)
+
+    def fresh(self, shape, pin: str | None = None) -> list:
+        return [self.atoms.new(int(s), pin) for s in shape]
+
+    def pin(self, layout: tuple, reason: str) -> None:
+        self.atoms.pin(layout, f"{reason} ({self.where})")
+
+    def mix(self, layout: tuple, reason: str) -> None:
+        self.atoms.mark_mixing(layout, f"{reason} ({self.where})")
+
+    def bind(self, obj: Any, attr: str, layouts: list, make: Callable[[list[int]], Any] | None = None) -> None:
+        """Record that ``obj.attr`` must follow the size of ``layouts`` after pruning."""
+        if obj is None:
+            return
+        self.graph.bindings.append(Binding(obj, attr, list(layouts), make or (lambda s: s[0])))
+
+    @property
+    def where(self) -> str:
+        return f"{self.call.name} at {self.call.source}"
+
+
+class DimGraph:
+    """Layouts of all dimensions of an :class:`~anyprune.trace.opgraph.OpGraph`."""
+
+    def __init__(self, ops: OpGraph, model: nn.Module | None = None) -> None:
+        self.ops = ops
+        self.model = model
+        self.atoms = AtomTable()
+        self._layouts: dict[int, list] = {}
+        self.bindings: list[Binding] = []
+        self.unknown: dict[str, list[str]] = {}
+        self.failed_rules: dict[str, str] = {}
+        self._modules: dict[str, nn.Module] = dict(model.named_modules()) if model is not None else {}
+        self.leaf_pruners: dict[type, Any] = {}
+        self.leaf_dims: dict[str, tuple] = {}
+
+    # ----------------------------------------------------------- values
+    def layouts(self, v: Value) -> list:
+        lay = self._layouts.get(v.index)
+        if lay is None:
+            if v.kind == "input":
+                pin = f"model input {v.name}"
+            elif v.kind == "const":
+                pin = f"constant tensor {list(v.shape)} not derived from traced values"
+            elif v.kind in ("param", "buffer"):
+                pin = None
+            else:
+                pin = "value without a rule"
+            lay = [self.atoms.new(s, pin) for s in v.shape]
+            self._layouts[v.index] = lay
+        return lay
+
+    def module_of(self, v: Value | None) -> nn.Module | None:
+        """The module owning parameter/buffer ``v`` (the first of its names)."""
+        if v is None or not v.names or v.kind not in ("param", "buffer"):
+            return None
+        owner = v.names[0].rpartition(".")[0]
+        return self._modules.get(owner)
+
+    def param_values(self) -> list[Value]:
+        return [v for v in self.ops.values if v.kind in ("param", "buffer") and v.index in self._layouts]
+
+    # ------------------------------------------------------------ build
+    def run_rules(self) -> None:
+        rules.vision.register_if_loaded()
+        for call in self.ops.calls:
+            self._run(call)
+        for v in self.ops.outputs:
+            for lay in self.layouts(v):
+                self.atoms.pin(lay, f"model output {v.name}")
+        self._warn_unknown()
+
+    def _run(self, call: Call) -> None:
+        ctx = RuleContext(self, call)
+        base = call.kwargs.get("__inplace_view_base__") if isinstance(call.kwargs, dict) else None
+        if "__inplace_view_base__" in call.kwargs:
+            call.kwargs = {k: v for k, v in call.kwargs.items() if k != "__inplace_view_base__"}
+        rule = get_rule(call.func) if call.leaf_module is None else self._leaf_rule(call)
+        reason = None
+        if base is not None:
+            reason = "in-place write through a view"
+            for lay in self.layouts(base):
+                self.atoms.pin(lay, f"{reason} ({ctx.where})")
+            rule = None
+        if rule is None and reason is None:
+            if not call.inputs:
+                reason = f"created by {call.name}"
+            elif call.func in QUIET_PIN:
+                reason = QUIET_PIN[call.func]
+            else:
+                reason = "op without a dimension rule"
+                self.unknown.setdefault(call.name, []).append(call.source)
+        if rule is not None:
+            try:
+                rule(ctx, *call.args, **call.kwargs)
+            except Exception as err:  # noqa: BLE001 - a failing rule pins, it never breaks the build
+                reason = f"rule failed: {type(err).__name__}: {err}"
+                self.failed_rules.setdefault(call.name, reason)
+                log.debug("rule for %s failed at %s", call.name, call.source, exc_info=True)
+                ctx._set.clear()
+        if reason is not None:
+            for v in call.inputs:
+                for lay in self.layouts(v):
+                    ctx.pin(lay, reason)
+        for i, v in enumerate(call.outputs):
+            lay = ctx._set.get(i)
+            if lay is None:
+                lay = [self.atoms.new(s, f"{reason or 'output not described by its rule'} ({ctx.where})")
+                       for s in v.shape]
+            self._layouts[v.index] = lay
+
+    def _leaf_rule(self, call: Call) -> Callable:
+        from .rules.leaf import leaf_module_rule
+
+        return leaf_module_rule
+
+    def _warn_unknown(self) -> None:
+        if not self.unknown and not self.failed_rules:
+            return
+        parts = []
+        for name, sources in self.unknown.items():
+            parts.append(f"{name} ({sources[0]}) ×{len(sources)}")
+        for name, why in self.failed_rules.items():
+            parts.append(f"{name} [{why}]")
+        warnings.warn(
+            f"{len(parts)} op(s) without a usable dimension rule; the dims they touch were pinned "
+            f"(never pruned): {', '.join(parts)}. Register a rule with "
+            "`@anyprune.register_dim_rule(func)` to make them prunable.",
+            UnsupportedOpWarning,
+            stacklevel=4,
+        )
+
+    # ------------------------------------------------------------ checks
+    def lint(self) -> None:
+        """Every layout matches its value's shape; raises ``ValueError`` naming the value."""
+        for v in self.ops.values:
+            lay = self._layouts.get(v.index)
+            if lay is None:
+                continue
+            if len(lay) != v.ndim:
+                raise ValueError(f"{v!r} has {len(lay)} layouts for {v.ndim} dims")
+            for d, (layout, s) in enumerate(zip(lay, v.shape)):
+                if self.atoms.size(layout) != s:
+                    raise ValueError(f"{v!r} dim {d}: layout size {self.atoms.size(layout)} != {s}")
+
+    def describe(self, v: Value) -> str:
+        return ", ".join(self.atoms.describe(lay) for lay in self.layouts(v))
+
+    def __str__(self) -> str:
+        lines = [f"DimGraph: {len(self._layouts)} values, {self.atoms.num_atoms} atoms"]
+        for v in self.param_values():
+            lines.append(f"  {v.name}: [{self.describe(v)}]")
+        return "\n".join(lines)
+
+
+def build_dim_graph(ops: OpGraph, model: nn.Module | None = None) -> DimGraph:
+    """Run every rule over ``ops`` and return the dimension graph."""
+    g = DimGraph(ops, model)
+    g.run_rules()
+    return g

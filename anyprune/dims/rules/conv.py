@@ -1,0 +1,72 @@
+"""Convolutions (plain, grouped, depthwise, transposed).
+
+A grouped conv with ``g`` groups factors its input channels as ``g × Cin/g``
+and its output channels as ``g × Cout/g``; the ``g`` factors are one atom, so a
+group of the conv can be pruned whole (input and output together, ``groups``
+shrinks) and a per-group position can be pruned in every group alike.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .registry import register_dim_rule
+
+
+def _channel_dim(input, weight) -> int:
+    # batched input has one more dim than the weight (N, C, *spatial) vs (Cout, Cin/g, *kernel)
+    return 1 if input.ndim == weight.ndim else 0
+
+
+@register_dim_rule(torch.conv1d, torch.conv2d, torch.conv3d)
+def conv(ctx, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> None:
+    x, w = ctx.layouts(input), ctx.layouts(weight)
+    c = _channel_dim(input, weight)
+    cin, cout = x[c], w[0]
+    if groups == 1:
+        ctx.unify(cin, w[1])
+        g_lay = None
+    else:
+        g_in, per_in = ctx.atoms.factor(cin, [groups, input.shape[c] // groups], "conv groups")
+        g_out, _per_out = ctx.atoms.factor(cout, [groups, weight.shape[0] // groups], "conv groups")
+        ctx.unify(g_in, g_out)
+        ctx.unify(per_in, w[1])
+        g_lay = g_in
+    if bias is not None:
+        ctx.unify(ctx.layouts(bias)[0], cout)
+    spatial = ctx.fresh(ctx.out.shape[c + 1:], pin="spatial dim")
+    ctx.set_output(list(x[:c]) + [cout] + spatial)
+    mod = ctx.module_of(weight)
+    if isinstance(mod, nn.modules.conv._ConvNd):
+        ctx.bind(mod, "out_channels", [cout])
+        ctx.bind(mod, "in_channels", [cin])
+        if g_lay is not None:
+            ctx.bind(mod, "groups", [g_lay])
+
+
+@register_dim_rule(torch.conv_transpose1d, torch.conv_transpose2d, torch.conv_transpose3d)
+def conv_transpose(ctx, input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                   dilation=1) -> None:
+    x, w = ctx.layouts(input), ctx.layouts(weight)
+    c = _channel_dim(input, weight)
+    cin = x[c]
+    ctx.unify(cin, w[0])
+    if groups == 1:
+        cout = w[1]
+        g_lay = None
+    else:
+        g_lay, _per = ctx.atoms.factor(cin, [groups, input.shape[c] // groups], "conv groups")
+        from ..layout import prod_layouts
+
+        cout = prod_layouts([g_lay, w[1]])
+    if bias is not None:
+        ctx.unify(ctx.layouts(bias)[0], cout)
+    spatial = ctx.fresh(ctx.out.shape[c + 1:], pin="spatial dim")
+    ctx.set_output(list(x[:c]) + [cout] + spatial)
+    mod = ctx.module_of(weight)
+    if isinstance(mod, nn.modules.conv._ConvNd):
+        ctx.bind(mod, "out_channels", [cout])
+        ctx.bind(mod, "in_channels", [cin])
+        if g_lay is not None:
+            ctx.bind(mod, "groups", [g_lay])

@@ -1,0 +1,211 @@
+"""Shape ops: reshapes factor and merge layouts, permutes move them, slices cut them."""
+
+from __future__ import annotations
+
+import torch
+
+from ..layout import prod_layouts
+from .registry import register_dim_rule
+
+_T = torch.Tensor
+
+
+def reshape_layouts(ctx, lays: list, in_shape: tuple, out_shape: tuple) -> list:
+    """Layouts of a row-major reshape from ``in_shape`` to ``out_shape``."""
+    out: list = [None] * len(out_shape)
+    i = j = 0
+    n_in, n_out = len(in_shape), len(out_shape)
+    while i < n_in or j < n_out:
+        if j < n_out and out_shape[j] == 1 and (i >= n_in or in_shape[i] != 1):
+            out[j] = ctx.new(1, pin="size-1 dim")
+            j += 1
+            continue
+        if i < n_in and in_shape[i] == 1 and (j >= n_out or out_shape[j] != 1):
+            i += 1
+            continue
+        if i < n_in and j < n_out and in_shape[i] == 1 and out_shape[j] == 1:
+            out[j] = lays[i]
+            i += 1
+            j += 1
+            continue
+        if i >= n_in or j >= n_out:
+            raise ValueError(f"cannot align reshape {tuple(in_shape)} -> {tuple(out_shape)}")
+        ii, jj = [i], [j]
+        pi, pj = in_shape[i], out_shape[j]
+        i += 1
+        j += 1
+        while pi != pj:
+            if pi < pj:
+                pi *= in_shape[i]
+                ii.append(i)
+                i += 1
+            else:
+                pj *= out_shape[j]
+                jj.append(j)
+                j += 1
+        if pi == 0:
+            raise ValueError("zero-size reshape")
+        merged = prod_layouts([lays[k] for k in ii])
+        for k, lay in zip(jj, ctx.atoms.factor(merged, [out_shape[k] for k in jj], f"reshape at {ctx.call.source}")):
+            out[k] = lay
+    return out
+
+
+def _reshape(ctx, x, *args, **kwargs) -> None:
+    if any(isinstance(a, torch.dtype) for a in args) or isinstance(kwargs.get("dtype"), torch.dtype):
+        raise ValueError("view as another dtype")
+    ctx.set_output(reshape_layouts(ctx, ctx.layouts(x), x.shape, ctx.out.shape))
+
+
+register_dim_rule(
+    _T.view, _T.reshape, torch.reshape, _T.view_as, _T.reshape_as, _T.flatten, torch.flatten,
+    _T.unflatten, torch.unflatten, _T.squeeze, torch.squeeze, _T.unsqueeze, torch.unsqueeze,
+    _T.squeeze_, _T.unsqueeze_, torch.ravel, _T.ravel,
+)(_reshape)
+
+
+@register_dim_rule(_T.permute, torch.permute)
+def permute(ctx, x, *dims, **kwargs) -> None:
+    if "dims" in kwargs:
+        dims = kwargs["dims"]
+    if len(dims) == 1 and isinstance(dims[0], (list, tuple, torch.Size)):
+        dims = dims[0]
+    lays = ctx.layouts(x)
+    ctx.set_output([lays[d % x.ndim] for d in dims])
+
+
+@register_dim_rule(_T.transpose, torch.transpose, _T.swapaxes, torch.swapaxes, _T.swapdims, torch.swapdims,
+                   _T.transpose_)
+def transpose(ctx, x, dim0, dim1) -> None:
+    lays = list(ctx.layouts(x))
+    a, b = dim0 % x.ndim, dim1 % x.ndim
+    lays[a], lays[b] = lays[b], lays[a]
+    ctx.set_output(lays)
+
+
+@register_dim_rule(_T.t, torch.t, _T.T.__get__, _T.mT.__get__, _T.H.__get__, _T.mH.__get__)
+def t(ctx, x, *args) -> None:
+    lays = list(ctx.layouts(x))
+    if ctx.call.func == _T.T.__get__ or ctx.call.func == _T.H.__get__ or ctx.call.func in (_T.t, torch.t):
+        lays = lays[::-1]
+    elif len(lays) >= 2:
+        lays[-1], lays[-2] = lays[-2], lays[-1]
+    ctx.set_output(lays)
+
+
+@register_dim_rule(_T.movedim, torch.movedim, _T.moveaxis, torch.moveaxis)
+def movedim(ctx, x, source, destination) -> None:
+    src = [source] if isinstance(source, int) else list(source)
+    dst = [destination] if isinstance(destination, int) else list(destination)
+    src = [s % x.ndim for s in src]
+    dst = [d % x.ndim for d in dst]
+    lays = ctx.layouts(x)
+    rest = [lays[i] for i in range(x.ndim) if i not in src]
+    out: list = [None] * x.ndim
+    for s, d in zip(src, dst):
+        out[d] = lays[s]
+    it = iter(rest)
+    ctx.set_output([o if o is not None else next(it) for o in out])
+
+
+@register_dim_rule(_T.expand, _T.expand_as, torch.broadcast_to, _T.broadcast_to)
+def expand(ctx, x, *args, **kwargs) -> None:
+    lays = ctx.layouts(x)
+    out_shape = ctx.out.shape
+    lead = len(out_shape) - x.ndim
+    out = ctx.fresh(out_shape[:lead], pin="dim added by expand")
+    for d in range(x.ndim):
+        if x.shape[d] == out_shape[lead + d]:
+            out.append(lays[d])
+        else:
+            out.append(ctx.new(out_shape[lead + d], pin="dim expanded from size 1"))
+    ctx.set_output(out)
+
+
+@register_dim_rule(_T.repeat)
+def repeat(ctx, x, *sizes) -> None:
+    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple, torch.Size)):
+        sizes = tuple(sizes[0])
+    lays = ctx.layouts(x)
+    lead = len(sizes) - x.ndim
+    out = [ctx.new(int(s), pin="dim added by repeat") for s in sizes[:lead]]
+    for d in range(x.ndim):
+        r = int(sizes[lead + d])
+        if r == 1:
+            out.append(lays[d])
+        else:
+            out.append(prod_layouts([ctx.new(r, pin="tiled by repeat"), lays[d]]))
+    ctx.set_output(out)
+
+
+def _slice_layout(ctx, lay, size: int, sl: slice):
+    start, stop, step = sl.indices(size)
+    if step == 1 and start == 0 and stop == size:
+        return lay
+    if step != 1 or stop <= start:
+        ctx.pin(lay, f"strided or empty slice {sl}")
+        return ctx.new(len(range(start, stop, step)), pin="strided slice")
+    rest = lay
+    if start > 0:
+        _, rest = ctx.atoms.cut(rest, start)
+    if stop - start < size - start:
+        rest, _ = ctx.atoms.cut(rest, stop - start)
+    return rest
+
+
+@register_dim_rule(_T.__getitem__)
+def getitem(ctx, x, index) -> None:
+    from ...trace.opgraph import Value
+
+    idx = index if isinstance(index, tuple) else (index,)
+    if any(isinstance(i, (Value, list)) or (i is not None and not isinstance(i, (int, slice, type(Ellipsis))))
+           for i in idx):
+        raise ValueError("advanced indexing")
+    lays = ctx.layouts(x)
+    n_real = sum(1 for i in idx if i is not None and i is not Ellipsis)
+    out = []
+    d = 0
+    for i in idx:
+        if i is Ellipsis:
+            skip = x.ndim - n_real
+            out.extend(lays[d:d + skip])
+            d += skip
+        elif i is None:
+            out.append(ctx.new(1, pin="size-1 dim"))
+        elif isinstance(i, int):
+            ctx.pin(lays[d], f"indexed by the constant {i}")
+            d += 1
+        else:
+            out.append(_slice_layout(ctx, lays[d], x.shape[d], i))
+            d += 1
+    out.extend(lays[d:])
+    ctx.set_output(out)
+
+
+@register_dim_rule(_T.narrow, torch.narrow)
+def narrow(ctx, x, dim, start, length) -> None:
+    lays = list(ctx.layouts(x))
+    d = dim % x.ndim
+    lays[d] = _slice_layout(ctx, lays[d], x.shape[d], slice(int(start), int(start) + int(length)))
+    ctx.set_output(lays)
+
+
+@register_dim_rule(_T.select, torch.select)
+def select(ctx, x, dim, index) -> None:
+    lays = list(ctx.layouts(x))
+    d = dim % x.ndim
+    ctx.pin(lays[d], f"indexed by the constant {index}")
+    ctx.set_output(lays[:d] + lays[d + 1:])
+
+
+@register_dim_rule(_T.flip, torch.flip, _T.roll, torch.roll)
+def flip(ctx, x, *args, **kwargs) -> None:
+    # positions move; pruning keeps order only where nothing moves, so moved dims are pinned
+    lays = list(ctx.layouts(x))
+    dims = kwargs.get("dims", args[-1] if args else None)
+    if dims is None:
+        dims = list(range(x.ndim))
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    for d in dims:
+        ctx.pin(lays[d % x.ndim], f"{ctx.call.name} reorders positions")
+    ctx.set_output(lays)

@@ -1,0 +1,230 @@
+"""Groups: the coupled slices of parameters that must be pruned together.
+
+A group is one or more unpinned atoms of the dimension graph together with
+every parameter/buffer dimension (a :class:`ParamSlice`) whose layout contains
+them. Pruning indices ``I`` of the group removes, from each slice, the
+positions that map to ``I``; nothing else in the model changes size.
+
+A group is *exact* when no op normalises or averages over its atoms: then the
+pruned model computes exactly what the model with those slices zeroed (the
+masked model) computes. Otherwise it is *approximate* (e.g. channels under a
+LayerNorm) and the pruned model only keeps its shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..dims.dimgraph import Binding, DimGraph
+from ..errors import PruningError
+from ..trace.opgraph import Value
+
+__all__ = ["ParamSlice", "Group", "GroupIndex", "Dependency", "Node"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ParamSlice:
+    """Dim ``dim`` of parameter/buffer ``value``, as touched by a group."""
+
+    value: Value
+    dim: int
+    layout: tuple
+    tensor: torch.Tensor
+    module: nn.Module | None
+    module_name: str
+    attr: str
+
+    @property
+    def fqn(self) -> str:
+        return self.value.names[0]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LeafSlice:
+    """The in or out channels of a module handled by a customized pruner."""
+
+    module: nn.Module
+    module_name: str
+    role: str  # "in" | "out"
+    layout: tuple
+    pruner: Any
+
+
+@dataclasses.dataclass(eq=False)
+class Node:
+    """Seed-compatible ``dep.target``: the module (or parameter) a dependency acts on."""
+
+    module: Any
+    name: str
+
+    def __repr__(self) -> str:
+        return f"{self.name} ({type(self.module).__name__})"
+
+
+@dataclasses.dataclass(eq=False)
+class Dependency:
+    """Seed-compatible dependency: ``dep.target.module`` and ``dep.handler(module, idxs)``."""
+
+    target: Node
+    handler: Any
+    slices: list = dataclasses.field(default_factory=list)
+
+    @property
+    def source(self) -> Node:
+        return self.target
+
+    def __call__(self, idxs) -> Any:
+        return self.handler(self.target.module, idxs)
+
+    def __repr__(self) -> str:
+        return f"{getattr(self.handler, '__name__', self.handler)} on {self.target!r}"
+
+
+class GroupIndex:
+    """Which parameter dims, bindings and leaf modules each atom reaches (built once per graph)."""
+
+    def __init__(self, dg: DimGraph, tensors: dict[str, torch.Tensor]) -> None:
+        self.dg = dg
+        self.slices: list[ParamSlice | LeafSlice] = []
+        self.by_atom: dict[int, list[int]] = {}
+        self.bindings_by_atom: dict[int, list[Binding]] = {}
+        modules = dg._modules
+        for v in dg.param_values():
+            t = tensors.get(v.names[0])
+            if t is None:
+                continue
+            owner, _, attr = v.names[0].rpartition(".")
+            for d, lay in enumerate(dg.layouts(v)):
+                self._add(ParamSlice(v, d, lay, t, modules.get(owner), owner, attr))
+        for name, (in_lay, out_lay) in dg.leaf_dims.items():
+            mod = modules[name]
+            pruner = dg.leaf_pruners[type(mod)]
+            if in_lay is not None:
+                self._add(LeafSlice(mod, name, "in", in_lay, pruner))
+            if out_lay is not None:
+                self._add(LeafSlice(mod, name, "out", out_lay, pruner))
+        for b in dg.bindings:
+            for lay in b.layouts:
+                for a in dg.atoms.atoms(lay):
+                    self.bindings_by_atom.setdefault(a, []).append(b)
+
+    def _add(self, s) -> None:
+        k = len(self.slices)
+        self.slices.append(s)
+        for a in self.dg.atoms.atoms(s.layout):
+            self.by_atom.setdefault(a, []).append(k)
+
+    def slices_of(self, atoms: list[int]) -> list:
+        seen: set[int] = set()
+        out = []
+        for a in atoms:
+            for k in self.by_atom.get(self.dg.atoms.find(a), []):
+                if k not in seen:
+                    seen.add(k)
+                    out.append(self.slices[k])
+        return out
+
+    def bindings_of(self, atoms: list[int]) -> list[Binding]:
+        out: list[Binding] = []
+        for a in atoms:
+            for b in self.bindings_by_atom.get(self.dg.atoms.find(a), []):
+                if b not in out:
+                    out.append(b)
+        return out
+
+
+class Group:
+    """A set of atoms with the parameter slices they reach, and (optionally) chosen indices.
+
+    ``indices`` are indices of the group's unit space: for a group found by
+    :meth:`anyprune.DependencyGraph.get_all_groups` (one atom), the atom's
+    indices, which are also the root dim's positions whenever the root is a
+    plain producer dim; for a group from ``get_pruning_group``, the positions
+    requested on the root dim.
+    """
+
+    def __init__(self, owner: Any, atoms: list[int], slices: list, root, root_positions: torch.Tensor | None,
+                 removed: dict[int, torch.Tensor] | None = None) -> None:
+        self._owner = owner
+        self.atoms = list(atoms)
+        self.slices = slices
+        self.root = root
+        self._root_positions = root_positions
+        self._removed = removed
+        self._deps: list[tuple[Dependency, list[int]]] | None = None
+
+    # --------------------------------------------------------------- facts
+    @property
+    def table(self):
+        return self._owner.dims.atoms
+
+    @property
+    def size(self) -> int:
+        """Number of prunable units (the atom's size for a one-atom group)."""
+        return sum(self.table.atom_size(a) for a in self.atoms)
+
+    @property
+    def exact(self) -> bool:
+        return all(self.table.mix_reason(a) is None for a in self.atoms)
+
+    @property
+    def mixing_reasons(self) -> list[str]:
+        return [r for a in self.atoms if (r := self.table.mix_reason(a)) is not None]
+
+    @property
+    def idxs(self) -> list[int] | None:
+        return None if self._root_positions is None else self._root_positions.tolist()
+
+    def removal(self, idxs=None) -> dict[int, torch.Tensor]:
+        """Boolean masks per atom of what pruning ``idxs`` (or the group's own indices) removes."""
+        if idxs is None:
+            if self._removed is not None:
+                return self._removed
+            if self._root_positions is None:
+                raise PruningError(
+                    "this group has no indices to prune: pass them, e.g. group.prune(idxs=[0, 3]); "
+                    "groups from get_all_groups() cover every index of their dims"
+                )
+            idxs = self._root_positions
+        return self._owner._removal_for(self, idxs)
+
+    # ---------------------------------------------------------- seed surface
+    def prune(self, idxs=None, record_history: bool = True) -> None:
+        """Prune the group (transactionally): all slices change or none does."""
+        self._owner._prune_group(self, idxs, record_history=record_history)
+
+    def _dependencies(self) -> list[tuple[Dependency, list[int]]]:
+        if self._deps is None:
+            self._deps = self._owner._dependencies(self)
+        return self._deps
+
+    def __iter__(self) -> Iterator[tuple[Dependency, list[int]]]:
+        return iter(self._dependencies())
+
+    def __len__(self) -> int:
+        return len(self._dependencies())
+
+    def __getitem__(self, k: int) -> tuple[Dependency, list[int]]:
+        return self._dependencies()[k]
+
+    @property
+    def items(self) -> list[tuple[Dependency, list[int]]]:
+        return self._dependencies()
+
+    def has_dep(self, dep: Dependency) -> bool:
+        return any(d.target.module is dep.target.module and d.handler is dep.handler for d, _ in self)
+
+    def details(self) -> str:
+        return self._owner._describe(self)
+
+    def __str__(self) -> str:
+        return self.details()
+
+    def __repr__(self) -> str:
+        kind = "exact" if self.exact else "approximate"
+        return f"<Group {kind} size={self.size} slices={len(self.slices)}>"

@@ -1,0 +1,250 @@
+"""Record a forward pass with a ``TorchFunctionMode``.
+
+The recorder sees every call of a torch function or tensor method made by the
+model's Python code (``F.conv2d``, ``Tensor.view``, ``torch.cat``, …) with its
+real arguments. It does not use autograd, so tracing works under
+``torch.no_grad()``, for any dtype, and on the ``meta`` device. The model's
+training flag, grad mode and buffers (e.g. BatchNorm running statistics
+updated by a forward in training mode) are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ..errors import ConfigError, TraceError
+from .opgraph import Call, OpGraph, Value, iter_tensors, map_tensors
+
+__all__ = ["trace", "run_model", "user_source_line"]
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def user_source_line(skip: int = 2) -> str:
+    """``file:line`` of the innermost frame outside torch and anyprune."""
+    frame = sys._getframe(skip)
+    while frame is not None:
+        fname = frame.f_code.co_filename
+        if not (fname.startswith(_TORCH_DIR) or fname.startswith(_PKG_DIR)) or "/tests/" in fname:
+            return f"{fname}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "<unknown>"
+
+
+def run_model(model: nn.Module, example_inputs: Any, forward_fn: Callable | None = None) -> Any:
+    """Call the model the way the seed API does.
+
+    ``forward_fn(model, example_inputs)`` if given; else a dict is passed as
+    keyword arguments, a tuple is unpacked into positional arguments, and
+    anything else (a tensor, a list) is passed as the single argument.
+    """
+    if forward_fn is not None:
+        return forward_fn(model, example_inputs)
+    if isinstance(example_inputs, dict):
+        return model(**example_inputs)
+    if isinstance(example_inputs, tuple):
+        return model(*example_inputs)
+    return model(example_inputs)
+
+
+class _Recorder(TorchFunctionMode):
+    def __init__(self, graph: OpGraph, named_tensors: dict[int, tuple[str, list[str]]]) -> None:
+        super().__init__()
+        self.graph = graph
+        self.named = named_tensors  # id -> (kind, names)
+        self.by_id: dict[int, Value] = {}
+        self.alive: list[torch.Tensor] = []
+        self.suspended = 0
+
+    # ----------------------------------------------------------- values
+    def value_of(self, t: torch.Tensor) -> Value:
+        v = self.by_id.get(id(t))
+        if v is not None:
+            return v
+        kind, names = self.named.get(id(t), ("const", []))
+        v = self.graph.new_value(kind, t, names)
+        self.by_id[id(t)] = v
+        self.alive.append(t)
+        return v
+
+    def add_input(self, t: torch.Tensor) -> Value:
+        if id(t) in self.by_id:
+            return self.by_id[id(t)]
+        v = self.graph.new_value("input", t, [f"input{len(self.graph.inputs)}"])
+        self.by_id[id(t)] = v
+        self.alive.append(t)
+        self.graph.inputs.append(v)
+        return v
+
+    # ------------------------------------------------------------ calls
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.suspended:
+            return out
+        self.record(func, args, kwargs, out)
+        return out
+
+    def record(self, func: Callable, args: tuple, kwargs: dict, out: Any, leaf_module: str | None = None) -> None:
+        in_tensors = iter_tensors((args, kwargs))
+        out_tensors = iter_tensors(out)
+        inplace_target = None
+        if func is torch.Tensor.__setitem__ and in_tensors:
+            inplace_target = args[0]
+            out_tensors = [args[0]]
+            out = args[0]
+        if not out_tensors:
+            return
+        in_ids = {id(t) for t in in_tensors}
+        inputs = []
+        seen: set[int] = set()
+        for t in in_tensors:
+            v = self.value_of(t)
+            if v.index not in seen:
+                seen.add(v.index)
+                inputs.append(v)
+        c_args = map_tensors(args, lambda t: self.by_id[id(t)])
+        c_kwargs = map_tensors(kwargs, lambda t: self.by_id[id(t)])
+        call = Call(len(self.graph.calls), func, c_args, c_kwargs, inputs, [], None, user_source_line(3), leaf_module)
+        outputs: list[Value] = []
+        out_values: dict[int, Value] = {}
+        for t in out_tensors:
+            if id(t) in out_values:
+                outputs.append(out_values[id(t)])
+                continue
+            prev = self.by_id.get(id(t))
+            if prev is not None and id(t) in in_ids:
+                inplace_target = t
+                v = self.graph.new_value("tensor", t, [], call, prev.version + 1)
+            elif prev is not None:
+                # an existing tensor returned unchanged (e.g. a no-op ``.to``): alias it
+                v = self.graph.new_value("tensor", t, [], call)
+            else:
+                v = self.graph.new_value("tensor", t, [], call)
+            self.by_id[id(t)] = v
+            self.alive.append(t)
+            out_values[id(t)] = v
+            outputs.append(v)
+        call.outputs = outputs
+        call.result = map_tensors(out, lambda t: out_values.get(id(t)))
+        if inplace_target is not None and getattr(inplace_target, "_base", None) is not None:
+            base = self.by_id.get(id(inplace_target._base))
+            call.kwargs = dict(call.kwargs)
+            call.kwargs["__inplace_view_base__"] = base
+        self.graph.calls.append(call)
+
+
+def _named_tensors(model: nn.Module) -> dict[int, tuple[str, list[str]]]:
+    named: dict[int, tuple[str, list[str]]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        named.setdefault(id(p), ("param", []))[1].append(name)
+    for name, b in model.named_buffers(remove_duplicate=False):
+        if b is not None:
+            named.setdefault(id(b), ("buffer", []))[1].append(name)
+    return named
+
+
+def trace(
+    model: nn.Module,
+    example_inputs: Any,
+    forward_fn: Callable | None = None,
+    output_transform: Callable | None = None,
+    leaf_modules: tuple[type, ...] = (),
+) -> OpGraph:
+    """Run ``model`` once on ``example_inputs`` and record an :class:`OpGraph`.
+
+    Args:
+        model: any ``nn.Module``; its parameters may live on the ``meta`` device.
+        example_inputs: a tensor, a tuple (unpacked), a list (passed whole) or a
+            dict (keyword arguments); see :func:`run_model`.
+        forward_fn: ``forward_fn(model, example_inputs)`` replaces the default call.
+        output_transform: applied to the outputs; tensors it returns are model
+            outputs too (and pinned like them).
+        leaf_modules: module types recorded as one call each (their insides are
+            not traced), for layers handled by customized pruners.
+
+    Returns:
+        The op graph. The model's training flag, grad mode and buffers are
+        left as they were.
+
+    Raises:
+        ConfigError: ``model`` is not an ``nn.Module``.
+        TraceError: the model cannot run on ``example_inputs``; the model's own
+            error is chained.
+    """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    graph = OpGraph()
+    rec = _Recorder(graph, _named_tensors(model))
+    for t in iter_tensors(example_inputs):
+        rec.add_input(t)
+
+    handles = []
+    if leaf_modules:
+        names = {m: n for n, m in model.named_modules()}
+
+        def pre_hook(mod, args, kwargs):
+            rec.suspended += 1
+            mod._anyprune_leaf_inputs = (args, kwargs)
+
+        def post_hook(mod, args, kwargs, out):
+            rec.suspended -= 1
+            a, k = mod._anyprune_leaf_inputs
+            del mod._anyprune_leaf_inputs
+            if rec.suspended == 0:
+                rec.record(mod.forward, a, k, out, leaf_module=names.get(mod, type(mod).__name__))
+
+        for m in model.modules():
+            if isinstance(m, leaf_modules):
+                handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
+                handles.append(m.register_forward_hook(post_hook, with_kwargs=True))
+
+    buffers = {n: b.detach().clone() for n, b in model.named_buffers() if b is not None and b.device.type != "meta"}
+    modes = {m: m.training for m in model.modules()}
+    try:
+        with torch.no_grad(), rec:
+            out = run_model(model, example_inputs, forward_fn)
+            if output_transform is not None:
+                transformed = output_transform(out)
+                out = (out, transformed)
+    except Exception as err:
+        raise TraceError(
+            f"the model failed on the example inputs: {type(err).__name__}: {err}. "
+            "Check that example_inputs match model.forward (a tuple is unpacked into positional "
+            "arguments, a dict into keyword arguments, anything else is passed as one argument), "
+            "or pass forward_fn=lambda model, inputs: ..."
+        ) from err
+    finally:
+        for h in handles:
+            h.remove()
+        for m, flag in modes.items():
+            m.training = flag
+        with torch.no_grad():
+            for n, b in model.named_buffers():
+                if n in buffers and b.shape == buffers[n].shape:
+                    b.copy_(buffers[n])
+
+    for t in iter_tensors(out):
+        v = rec.by_id.get(id(t))
+        if v is None:
+            v = rec.value_of(t)
+        if v not in graph.outputs:
+            graph.outputs.append(v)
+    used = {n for v in graph.values for n in v.names}
+    graph.unused_params = [n for n, _ in model.named_parameters() if n not in used]
+    return graph
+
+
+def signature_help(model: nn.Module) -> str:
+    try:
+        return str(inspect.signature(model.forward))
+    except (TypeError, ValueError):
+        return "(...)"

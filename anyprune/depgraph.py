@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator
-from typing import Any, Callable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -104,7 +104,8 @@ class DependencyGraph:
             if v is not None:
                 for lay in dims.layouts(v):
                     dims.atoms.pin(lay, f"ignored parameter {v.name}")
-        tensors = dict(model.named_parameters(remove_duplicate=False))
+        tensors = {n: t for n, t in model.state_dict(keep_vars=True).items() if isinstance(t, torch.Tensor)}
+        tensors.update(dict(model.named_parameters(remove_duplicate=False)))
         tensors.update({n: b for n, b in model.named_buffers(remove_duplicate=False) if b is not None})
         self.index = GroupIndex(dims, tensors)
         if self.ops.unused_params:

@@ -13,7 +13,8 @@ report the sizes it acts on.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,7 +35,7 @@ __all__ = [
     "prune_multihead_attention_out_channels", "prune_multihead_attention_in_channels",
     "prune_groupnorm_out_channels", "prune_groupnorm_in_channels",
     "prune_instancenorm_out_channels", "prune_instancenorm_in_channels",
-    "PruningFunction", "handler_for",
+    "PruningFunction", "handler_for", "root_dim",
 ]
 
 _NORM_BUFFERS = ("running_mean", "running_var")
@@ -60,6 +61,9 @@ class PruningFunction:
                 "Pick the prune_* function of the layer's type."
             )
         n = self._size(layer, **kwargs)
+        if n is None:  # nothing to prune on this layer (e.g. a PReLU with one shared slope)
+            validate_indices(idxs, 1 << 62, f"{self.__name__} on {type(layer).__name__}")
+            return layer
         keep_all = torch.arange(n)
         drop = validate_indices(idxs, n, f"{self.__name__} on {type(layer).__name__}")
         if drop.numel() == 0:
@@ -215,7 +219,7 @@ def _prelu(layer, keep, tx):
 
 
 def _prelu_size(m):
-    return m.num_parameters if m.num_parameters > 1 else 1 << 62
+    return m.num_parameters if m.num_parameters > 1 else None
 
 
 prune_prelu_out_channels = PruningFunction("prune_prelu_out_channels", (nn.PReLU,), _prelu_size, _prelu, "out")

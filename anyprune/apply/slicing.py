@@ -18,6 +18,8 @@ def validate_indices(idxs: Any, n: int, what: str) -> torch.Tensor:
     if isinstance(idxs, torch.Tensor):
         if idxs.dtype == torch.bool:
             raise PruningError(f"{what}: pass integer indices, not a boolean mask (use mask.nonzero())")
+        if idxs.is_floating_point() or idxs.is_complex():
+            raise PruningError(f"{what}: indices must be ints, got a {idxs.dtype} tensor")
         t = idxs.detach().to("cpu", torch.long).flatten()
     else:
         try:
@@ -26,7 +28,11 @@ def validate_indices(idxs: Any, n: int, what: str) -> torch.Tensor:
             raise PruningError(f"{what}: indices must be a sequence of ints or a tensor, got {type(idxs).__name__}") \
                 from err
         for i in items:
-            if isinstance(i, bool) or not isinstance(i, (int, torch.Tensor)) and not hasattr(i, "__index__"):
+            bad_tensor = isinstance(i, torch.Tensor) and (
+                i.numel() != 1 or i.is_floating_point() or i.dtype == torch.bool
+            )
+            not_int = not isinstance(i, (int, torch.Tensor)) and not hasattr(i, "__index__")
+            if isinstance(i, bool) or bad_tensor or not_int:
                 raise PruningError(f"{what}: indices must be ints, got {i!r} ({type(i).__name__})")
         t = torch.tensor([int(i) for i in items], dtype=torch.long)
     if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n):

@@ -56,7 +56,7 @@ class Transaction:
             self.commit()
         return False
 
-    def set_data(self, t: torch.Tensor, new: torch.Tensor, new_grad: torch.Tensor | None | str = "keep") -> None:
+    def set_data(self, t: torch.Tensor, new: torch.Tensor, new_grad: torch.Tensor | str | None = "keep") -> None:
         """Replace ``t``'s data (and its grad: sliced one, ``None``, or ``"keep"`` to leave it)."""
         if id(t) not in self._seen:
             self._seen.add(id(t))

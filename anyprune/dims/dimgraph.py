@@ -17,15 +17,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
 from ..errors import UnsupportedOpWarning
 from ..trace.opgraph import Call, OpGraph, Value
-from .layout import AtomTable
 from . import rules
-from .rules import QUIET_PIN, get_rule
+from .layout import AtomTable
+from .rules import QUIET_PIN, PinDims, get_rule
 
 __all__ = ["DimGraph", "Binding", "RuleContext", "build_dim_graph"]
 
@@ -179,7 +180,10 @@ class DimGraph:
         if rule is not None:
             try:
                 rule(ctx, *call.args, **call.kwargs)
-            except Exception as err:  # noqa: BLE001 - a failing rule pins, it never breaks the build
+            except PinDims as signal:
+                reason = str(signal)
+                ctx._set.clear()
+            except Exception as err:
                 reason = f"rule failed: {type(err).__name__}: {err}"
                 self.failed_rules.setdefault(call.name, reason)
                 log.debug("rule for %s failed at %s", call.name, call.source, exc_info=True)

@@ -23,11 +23,9 @@ never per index, except when a mask for one parameter is materialised.
 
 from __future__ import annotations
 
-from typing import Union
-
 import torch
 
-Layout = Union[tuple, tuple]  # ("a", int) | ("s", tuple[Layout, ...]) | ("p", tuple[Layout, ...])
+Layout = tuple  # ("a", int) | ("s", tuple[Layout, ...]) | ("p", tuple[Layout, ...])
 
 __all__ = ["AtomTable", "Layout", "atom", "cat_layouts", "prod_layouts"]
 
@@ -266,7 +264,7 @@ class AtomTable:
                     return cat_layouts(kids[:i]), cat_layouts(kids[i:])
                 if pos < off + sk:
                     lft, rgt = self.cut(k, pos - off)
-                    return cat_layouts(kids[:i] + [lft]), cat_layouts([rgt] + kids[i + 1 :])
+                    return cat_layouts([*kids[:i], lft]), cat_layouts([rgt, *kids[i + 1:]])
                 off += sk
             raise AssertionError("unreachable")
         first, rest = kids[0], prod_layouts(kids[1:])
@@ -319,7 +317,7 @@ class AtomTable:
         for s in sizes[1:]:
             tail *= s
         first, rest = self._factor2(layout, head, tail, why)
-        return [first] + self.factor(rest, sizes[1:], why)
+        return [first, *self.factor(rest, sizes[1:], why)]
 
     def _factor2(self, layout: tuple, k: int, m: int, why: str) -> tuple[tuple, tuple]:
         layout = self.norm(layout)
@@ -346,7 +344,7 @@ class AtomTable:
                     need = k // acc
                     if k % acc == 0 and sk % need == 0:
                         a_hi, a_lo = self._factor2(kid, need, sk // need, why)
-                        return prod_layouts(kids[:i] + [a_hi]), prod_layouts([a_lo] + kids[i + 1 :])
+                        return prod_layouts([*kids[:i], a_hi]), prod_layouts([a_lo, *kids[i + 1:]])
                     break
                 acc *= sk
         # general case: k equal rows, unified with one another

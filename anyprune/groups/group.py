@@ -90,6 +90,7 @@ class GroupIndex:
 
     def __init__(self, dg: DimGraph, tensors: dict[str, torch.Tensor]) -> None:
         self.dg = dg
+        self._rank = {name: i for i, name in enumerate(tensors)}
         self.slices: list[ParamSlice | LeafSlice] = []
         self.by_atom: dict[int, list[int]] = {}
         self.bindings_by_atom: dict[int, list[Binding]] = {}
@@ -127,7 +128,13 @@ class GroupIndex:
                 if k not in seen:
                     seen.add(k)
                     out.append(self.slices[k])
+        out.sort(key=self._order_key)
         return out
+
+    def _order_key(self, s) -> tuple:
+        if isinstance(s, ParamSlice):
+            return (self._rank.get(s.fqn, len(self._rank)), s.dim)
+        return (len(self._rank), 0)
 
     def bindings_of(self, atoms: list[int]) -> list[Binding]:
         out: list[Binding] = []
@@ -181,7 +188,20 @@ class Group:
         return None if self._root_positions is None else self._root_positions.tolist()
 
     def removal(self, idxs=None) -> dict[int, torch.Tensor]:
-        """Boolean masks per atom of what pruning ``idxs`` (or the group's own indices) removes."""
+        """Boolean masks per atom of what pruning ``idxs`` (or the group's own indices) removes.
+
+        For a group from ``get_all_groups`` (no root positions), ``idxs`` are indices of its atom,
+        ``0 .. group.size - 1``; for a group from ``get_pruning_group``, positions in the root dim.
+        """
+        if idxs is not None and self._root_positions is None and len(self.atoms) == 1:
+            from ..apply.slicing import validate_indices
+
+            a = self.atoms[0]
+            n = self.table.atom_size(a)
+            chosen = validate_indices(idxs, n, "Group.prune")
+            mask = torch.zeros(n, dtype=torch.bool)
+            mask[chosen] = True
+            return {a: mask}
         if idxs is None:
             if self._removed is not None:
                 return self._removed

@@ -16,7 +16,8 @@ Two kinds of node:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -115,13 +116,13 @@ def map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
         out = {k: map_tensors(v, fn) for k, v in obj.items()}
         try:
             return type(obj)(out)
-        except Exception:  # noqa: BLE001 - dict subclasses with custom constructors
+        except Exception:
             return out
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         changes = {f.name: map_tensors(getattr(obj, f.name), fn) for f in dataclasses.fields(obj)}
         try:
             return dataclasses.replace(obj, **changes)
-        except Exception:  # noqa: BLE001 - frozen/init=False fields: fall back to a dict
+        except Exception:
             return changes
     return obj
 

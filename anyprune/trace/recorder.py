@@ -13,7 +13,8 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,8 +25,8 @@ from .opgraph import Call, OpGraph, Value, iter_tensors, map_tensors
 
 __all__ = ["trace", "run_model", "user_source_line"]
 
-_TORCH_DIR = os.path.dirname(torch.__file__)
-_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 def user_source_line(skip: int = 2) -> str:

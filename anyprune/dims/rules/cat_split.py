@@ -45,7 +45,7 @@ def _pieces(ctx, x, d: int) -> list:
     sizes = [o.shape[d] for o in ctx.outputs]
     lays = ctx.layouts(x)
     pieces = ctx.atoms.split(lays[d], sizes)
-    for i, (o, piece) in enumerate(zip(ctx.outputs, pieces)):
+    for i, (_o, piece) in enumerate(zip(ctx.outputs, pieces)):
         out = list(lays)
         out[d] = piece
         ctx.set_output(out, i)

@@ -24,6 +24,8 @@ def conv(ctx, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=
     x, w = ctx.layouts(input), ctx.layouts(weight)
     c = _channel_dim(input, weight)
     cin, cout = x[c], w[0]
+    for k in w[2:]:
+        ctx.pin(k, "kernel dim")
     if groups == 1:
         ctx.unify(cin, w[1])
         g_lay = None
@@ -36,7 +38,7 @@ def conv(ctx, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=
     if bias is not None:
         ctx.unify(ctx.layouts(bias)[0], cout)
     spatial = ctx.fresh(ctx.out.shape[c + 1:], pin="spatial dim")
-    ctx.set_output(list(x[:c]) + [cout] + spatial)
+    ctx.set_output([*list(x[:c]), cout, *spatial])
     mod = ctx.module_of(weight)
     if isinstance(mod, nn.modules.conv._ConvNd):
         ctx.bind(mod, "out_channels", [cout])
@@ -51,6 +53,8 @@ def conv_transpose(ctx, input, weight, bias=None, stride=1, padding=0, output_pa
     x, w = ctx.layouts(input), ctx.layouts(weight)
     c = _channel_dim(input, weight)
     cin = x[c]
+    for k in w[2:]:
+        ctx.pin(k, "kernel dim")
     ctx.unify(cin, w[0])
     if groups == 1:
         cout = w[1]
@@ -63,7 +67,7 @@ def conv_transpose(ctx, input, weight, bias=None, stride=1, padding=0, output_pa
     if bias is not None:
         ctx.unify(ctx.layouts(bias)[0], cout)
     spatial = ctx.fresh(ctx.out.shape[c + 1:], pin="spatial dim")
-    ctx.set_output(list(x[:c]) + [cout] + spatial)
+    ctx.set_output([*list(x[:c]), cout, *spatial])
     mod = ctx.module_of(weight)
     if isinstance(mod, nn.modules.conv._ConvNd):
         ctx.bind(mod, "out_channels", [cout])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...trace.opgraph import Value, iter_tensors
+from ...trace.opgraph import Value
 from .registry import quiet_pin, register_dim_rule
 
 __all__ = ["broadcast", "identity"]
@@ -52,7 +52,7 @@ def broadcast(ctx, *args, **kwargs) -> None:
 
 def identity(ctx, x, *args, **kwargs) -> None:
     """The output has the layouts of the first argument (casts, copies, dropout, ``type_as``)."""
-    for i, out in enumerate(ctx.outputs):
+    for i, _out in enumerate(ctx.outputs):
         ctx.set_output(list(ctx.layouts(x)), i)
 
 
@@ -84,6 +84,7 @@ register_dim_rule(
     _T.cpu, _T.cuda, _T.requires_grad_,
     F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
     torch.dropout, torch.alpha_dropout, torch.feature_dropout, _T.data.__get__, _T.pin_memory,
+    _T.real.__get__, _T.imag.__get__, torch.real, torch.imag,
 )(identity)
 
 quiet_pin(
@@ -94,3 +95,10 @@ quiet_pin(
     torch.gather, _T.gather, torch.masked_select, _T.masked_select, _T.index_put_, _T.index_put,
     torch.take, _T.tolist, _T.item, _T.scatter, _T.scatter_, torch.scatter, _T.scatter_add_,
 )
+
+
+@register_dim_rule(_T.new_full, _T.new_zeros, _T.new_ones, _T.new_empty, _T.new_tensor, torch.meshgrid)
+def factory(ctx, *args, **kwargs) -> None:
+    """Tensors whose sizes are literals: new values, pinned; the tensor argument only gives dtype/device."""
+    for i, out in enumerate(ctx.outputs):
+        ctx.set_output(ctx.fresh(out.shape, pin=f"created by {ctx.call.name} with literal sizes"), i)

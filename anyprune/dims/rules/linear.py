@@ -19,7 +19,7 @@ def linear(ctx, input, weight, bias=None) -> None:
     ctx.unify(x[-1], w[1])
     if bias is not None:
         ctx.unify(ctx.layouts(bias)[0], w[0])
-    ctx.set_output(list(x[:-1]) + [w[0]])
+    ctx.set_output([*list(x[:-1]), w[0]])
     mod = ctx.module_of(weight)
     if isinstance(mod, nn.Linear):
         ctx.bind(mod, "out_features", [w[0]])
@@ -33,7 +33,7 @@ def bilinear(ctx, input1, input2, weight, bias=None) -> None:
     ctx.unify(b[-1], w[2])
     if bias is not None:
         ctx.unify(ctx.layouts(bias)[0], w[0])
-    ctx.set_output(list(a[:-1]) + [w[0]])
+    ctx.set_output([*list(a[:-1]), w[0]])
     mod = ctx.module_of(weight)
     if isinstance(mod, nn.Bilinear):
         ctx.bind(mod, "out_features", [w[0]])
@@ -67,9 +67,9 @@ def matmul(ctx, a, b, **kwargs) -> None:
     sa, sb = list(a.shape), list(b.shape)
     squeeze_a = squeeze_b = False
     if len(la) == 1:
-        la, sa, squeeze_a = [ctx.new(1, pin="matmul vector")] + la, [1] + sa, True
+        la, sa, squeeze_a = [ctx.new(1, pin="matmul vector"), *la], [1, *sa], True
     if len(lb) == 1:
-        lb, sb, squeeze_b = lb + [ctx.new(1, pin="matmul vector")], sb + [1], True
+        lb, sb, squeeze_b = [*lb, ctx.new(1, pin="matmul vector")], [*sb, 1], True
     ctx.unify(la[-1], lb[-2])
     out = ctx.out
     nb = out.ndim - (0 if squeeze_a else 1) - (0 if squeeze_b else 1)
@@ -82,7 +82,7 @@ def matmul(ctx, a, b, **kwargs) -> None:
 def addmm(ctx, input, a, b, **kwargs) -> None:
     la, lb = ctx.layouts(a), ctx.layouts(b)
     ctx.unify(la[-1], lb[-2])
-    out_l = list(la[:-1]) + [lb[-1]]
+    out_l = [*list(la[:-1]), lb[-1]]
     if len(la) == 3:
         ctx.unify(la[0], lb[0])
     li = ctx.layouts(input)

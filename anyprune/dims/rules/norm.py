@@ -107,7 +107,7 @@ def prelu(ctx, input, weight) -> None:
 def embedding(ctx, input, weight, *args, **kwargs) -> None:
     w = ctx.layouts(weight)
     ctx.pin(w[0], "embedding rows are selected by data")
-    ctx.set_output(list(ctx.layouts(input)) + [w[1]])
+    ctx.set_output([*list(ctx.layouts(input)), w[1]])
     owner = ctx.module_of(weight)
     if isinstance(owner, nn.Embedding):
         ctx.bind(owner, "embedding_dim", [w[1]])

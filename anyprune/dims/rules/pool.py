@@ -49,7 +49,11 @@ def pad(ctx, input, pad, mode="constant", value=None) -> None:
             ctx.pin(x[d], f"padded ({mode}, {left}, {right})")
             x[d] = ctx.new(ctx.out.shape[d], pin="padded dim")
             continue
-        parts = ([ctx.new(left, pin="padding")] if left else []) + [x[d]] + ([ctx.new(right, pin="padding")] if right else [])
+        parts = [x[d]]
+        if left:
+            parts.insert(0, ctx.new(left, pin="padding"))
+        if right:
+            parts.append(ctx.new(right, pin="padding"))
         x[d] = cat_layouts(parts)
     ctx.set_output(x)
 
@@ -61,7 +65,7 @@ def pixel_shuffle(ctx, input, upscale_factor) -> None:
     c = input.ndim - 3
     ch, _sub = ctx.atoms.factor(x[c], [input.shape[c] // (r * r), r * r], "pixel_shuffle")
     ctx.pin(_sub, "pixel_shuffle sub-pixel factor")
-    ctx.set_output(list(x[:c]) + [ch] + ctx.fresh(ctx.out.shape[c + 1:], pin="spatial dim"))
+    ctx.set_output([*list(x[:c]), ch, *ctx.fresh(ctx.out.shape[c + 1:], pin="spatial dim")])
 
 
 @register_dim_rule(F.pixel_unshuffle)
@@ -71,5 +75,5 @@ def pixel_unshuffle(ctx, input, downscale_factor) -> None:
     c = input.ndim - 3
     from ..layout import prod_layouts
 
-    ctx.set_output(list(x[:c]) + [prod_layouts([x[c], ctx.new(r * r, pin="pixel_unshuffle sub-pixel factor")])]
-                   + ctx.fresh(ctx.out.shape[c + 1:], pin="spatial dim"))
+    sub = ctx.new(r * r, pin="pixel_unshuffle sub-pixel factor")
+    ctx.set_output([*x[:c], prod_layouts([x[c], sub]), *ctx.fresh(ctx.out.shape[c + 1:], pin="spatial dim")])

@@ -13,7 +13,7 @@ _T = torch.Tensor
 def _reduce(exact: bool):
     def rule(ctx, x, *args, **kwargs) -> None:
         dim = kwargs.get("dim", args[0] if args and not isinstance(args[0], (bool, torch.dtype)) else None)
-        keepdim = kwargs.get("keepdim", args[1] if len(args) > 1 and isinstance(args[1], bool) else False)
+        kwargs.get("keepdim", args[1] if len(args) > 1 and isinstance(args[1], bool) else False)
         lays = ctx.layouts(x)
         if dim is None or (isinstance(dim, (list, tuple)) and len(dim) == 0):
             dims = list(range(x.ndim))

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
-__all__ = ["register_dim_rule", "get_rule", "RULES", "QUIET_PIN"]
+__all__ = ["register_dim_rule", "get_rule", "RULES", "QUIET_PIN", "PinDims"]
+
+
+class PinDims(Exception):
+    """Raised by a rule to pin every dim of its call on purpose (no warning), with the reason."""
 
 RULES: dict = {}
 QUIET_PIN: dict = {}  # ops whose dims are pinned by design (data-dependent indexing), with the reason
@@ -56,7 +60,7 @@ def quiet_pin(reason: str, *funcs: Callable) -> None:
         QUIET_PIN[f] = reason
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pointwise_name(name: str) -> bool:
     base = name.strip("_") if name.startswith("__") else name
     op = getattr(torch.ops.aten, base, None)
@@ -66,7 +70,7 @@ def _pointwise_name(name: str) -> bool:
         return False
     try:
         return any(torch.Tag.pointwise in getattr(op, o).tags for o in op.overloads())
-    except Exception:  # noqa: BLE001 - exotic op packets
+    except Exception:
         return False
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..layout import prod_layouts
-from .registry import register_dim_rule
+from .registry import PinDims, register_dim_rule
 
 _T = torch.Tensor
 
@@ -53,7 +53,7 @@ def reshape_layouts(ctx, lays: list, in_shape: tuple, out_shape: tuple) -> list:
 
 def _reshape(ctx, x, *args, **kwargs) -> None:
     if any(isinstance(a, torch.dtype) for a in args) or isinstance(kwargs.get("dtype"), torch.dtype):
-        raise ValueError("view as another dtype")
+        raise PinDims("viewed as another dtype")
     ctx.set_output(reshape_layouts(ctx, ctx.layouts(x), x.shape, ctx.out.shape))
 
 
@@ -160,7 +160,7 @@ def getitem(ctx, x, index) -> None:
     idx = index if isinstance(index, tuple) else (index,)
     if any(isinstance(i, (Value, list)) or (i is not None and not isinstance(i, (int, slice, type(Ellipsis))))
            for i in idx):
-        raise ValueError("advanced indexing")
+        raise PinDims("indexed by a tensor (advanced indexing)")
     lays = ctx.layouts(x)
     n_real = sum(1 for i in idx if i is not None and i is not Ellipsis)
     out = []

@@ -6,7 +6,6 @@ import sys
 
 from .registry import quiet_pin, register_dim_rule
 
-
 _done = False
 
 

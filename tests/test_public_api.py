@@ -1,0 +1,34 @@
+"""The public surface is deliberate, and `import anyprune` is lean."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import anyprune
+
+SEED_FUNCTIONS = [
+    f"prune_{layer}_{io}_channels"
+    for layer in ("conv", "depthwise_conv", "batchnorm", "linear", "prelu", "layernorm", "embedding", "parameter",
+                  "multihead_attention", "groupnorm", "instancenorm")
+    for io in ("out", "in")
+]
+
+
+def test_all_is_pinned():
+    assert len(SEED_FUNCTIONS) == 22
+    for name in [*SEED_FUNCTIONS, "DependencyGraph", "pruner", "utils", "register_dim_rule", "verify_group"]:
+        assert name in anyprune.__all__, name
+        assert hasattr(anyprune, name), name
+    assert sorted(anyprune.__all__) == sorted(set(anyprune.__all__))
+    assert len(anyprune.__all__) == 39
+
+
+def test_import_is_lean():
+    code = "import sys, anyprune; print(sorted(m for m in ('torchvision', 'transformers', 'timm') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_customized_pruner_base_is_exposed():
+    assert hasattr(anyprune.pruner, "BasePruningFunc")

@@ -7,7 +7,7 @@ the Torch-Pruning (DepGraph) API.
 
 from __future__ import annotations
 
-from . import dims, errors, functional, pruner, trace
+from . import dims, errors, functional, importance, pruner, trace
 from .apply.verify import VerifyResult, verify_forward, verify_group
 from .depgraph import DependencyGraph
 from .dims.rules import register_dim_rule
@@ -52,6 +52,7 @@ __all__ = [
     "dims",
     "errors",
     "functional",
+    "importance",
     "prune_batchnorm_in_channels",
     "prune_batchnorm_out_channels",
     "prune_conv_in_channels",

@@ -456,7 +456,8 @@ class DependencyGraph:
             else:
                 what = f"{s.fqn} dim {s.dim}"
             mark = "  (root)" if s is group.root else ""
-            lines.append(f"[{k}] {what}: {n} -> {after} ({imap}){mark}")
+            sizes = f"{n} -> {after}" if removed is not None else f"{n}"
+            lines.append(f"[{k}] {what}: {sizes} ({imap}){mark}")
             k += 1
         lines.append(rule)
         return "\n".join(lines)

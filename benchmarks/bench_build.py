@@ -33,6 +33,7 @@ import importlib.util
 import multiprocessing as mp
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -99,7 +100,14 @@ def _short(exc: BaseException, limit: int = 90) -> str:
     return msg if len(msg) <= limit else msg[: limit - 1] + "…"
 
 
-def _measure(lib: str, name: str, repeat: int) -> dict[str, Any]:
+def _warning_text(w: Any) -> str:
+    """One line; lists shortened to their length (Torch-Pruning lists a set, in a different order each run)."""
+    msg = " ".join(f"{w.category.__name__}: {w.message}".split())
+    msg = re.sub(r"\[([^\[\]]*)\]", lambda m: f"[{m.group(1).count(',') + 1} items]", msg)
+    return msg if len(msg) <= 300 else msg[:299] + "…"
+
+
+def _measure(lib: str, name: str, repeat: int, threads: int) -> dict[str, Any]:
     """Build ``name`` once and time ``repeat`` graph builds with ``lib``; runs in a fresh spawned process."""
     import copy
     import gc
@@ -108,6 +116,9 @@ def _measure(lib: str, name: str, repeat: int) -> dict[str, Any]:
     import torch
 
     from anyprune.testing import zoo
+
+    if threads > 0:
+        torch.set_num_threads(threads)
 
     if lib == "anyprune":
         import anyprune
@@ -151,7 +162,7 @@ def _measure(lib: str, name: str, repeat: int) -> dict[str, Any]:
                 groups = n
             del dg, work
             for w in caught:
-                seen.setdefault(" ".join(f"{w.category.__name__}: {w.message}".split())[:200])
+                seen.setdefault(_warning_text(w), None)
             caught.clear()
     return {
         "ms": statistics.median(times) * 1000,
@@ -164,20 +175,20 @@ def _measure(lib: str, name: str, repeat: int) -> dict[str, Any]:
     }
 
 
-def _child(conn, lib: str, name: str, repeat: int) -> None:
+def _child(conn, lib: str, name: str, repeat: int, threads: int) -> None:
     try:
-        result = _measure(lib, name, repeat)
+        result = _measure(lib, name, repeat, threads)
     except BaseException as e:  # model construction etc.; report, never hang the parent
         result = {"error": _short(e)}
     conn.send(result)
     conn.close()
 
 
-def run_one(lib: str, name: str, repeat: int, timeout: float) -> dict[str, Any]:
+def run_one(lib: str, name: str, repeat: int, timeout: float, threads: int = 1) -> dict[str, Any]:
     """``_measure`` in a fresh spawned process; a crash or timeout becomes an ``error`` entry."""
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, lib, name, repeat), daemon=True)
+    proc = ctx.Process(target=_child, args=(send, lib, name, repeat, threads), daemon=True)
     proc.start()
     send.close()
     try:
@@ -235,6 +246,7 @@ def _version(dist: str) -> str:
 
 def make_section(table: str, repeat: int, threads: Any, tp_note: str, notes: list[str]) -> str:
     proc = platform.processor() or platform.machine()
+    plural = "" if threads == 1 else "s"
     text = f"""{START}
 ## Dependency-graph build time
 
@@ -242,23 +254,26 @@ def make_section(table: str, repeat: int, threads: Any, tp_note: str, notes: lis
 
 Measured {datetime.date.today().isoformat()} on {_cpu_name()} ({proc}, {os.cpu_count()} logical CPUs,
 {platform.system()} {platform.release()}), Python {platform.python_version()}, torch {_version("torch")}
-({threads} intra-op threads), torchvision {_version("torchvision")}, anyprune {_version("anyprune")},
+({threads} intra-op thread{plural}), torchvision {_version("torchvision")}, anyprune {_version("anyprune")},
 torch-pruning {tp_note}.
 
 Method: each torchvision model is built once with random weights in eval mode (`anyprune.testing.zoo.build`) with the
 zoo's example input (`torch.randn(1, 3, 224, 224)`), in a fresh process (`multiprocessing`, spawn context) per
 library and model. *build (ms)* is the median wall time of {repeat} calls of
 `DependencyGraph().build_dependency(model, example_inputs)`, each on a fresh `copy.deepcopy` of the model (the copy is
-not timed); autograd is enabled, as Torch-Pruning requires. *peak MB* is the first build's peak extra resident memory:
-the kernel's resident high-water mark (`VmHWM`, reset through `/proc/self/clear_refs` just before the build) minus the
-resident size right before it (after the model, the input and the copy exist). `resource.getrusage(...).ru_maxrss` is
-not used on Linux because a spawned child inherits the parent's high-water mark and it cannot be reset; it is the
-fallback elsewhere. `tracemalloc` is not used either: tensor storage is allocated outside Python's allocator and would
-be missed. *speedup* is torch-pruning time / anyprune time. *groups* is `len(DG.groups())` for anyprune and
+not timed; the first call of the process is included, cold). Autograd is enabled, as Torch-Pruning requires. Torch
+runs one intra-op thread by default: the build is mostly Python work plus one batch-1 forward pass, and on a 2-core
+machine shared with other jobs, 2 OpenMP threads made that forward pass take ~2.5 s instead of ~30 ms.
+*peak MB* is the first build's peak extra resident memory: the kernel's resident high-water mark (`VmHWM`, reset
+through `/proc/self/clear_refs` just before the build) minus the resident size right before it (model, input and copy
+already allocated); it includes one-time lazy imports and caches. `resource.getrusage(...).ru_maxrss` is only the
+fallback where `/proc` is missing: a spawned child starts with its parent's high-water mark and it cannot be reset.
+`tracemalloc` is not used: tensor storage is allocated outside Python's allocator and would be missed. *speedup* is
+torch-pruning time / anyprune time. *groups* is `len(DG.groups())` for anyprune and
 `len(list(DG.get_all_groups()))` for Torch-Pruning, both with default arguments.
 
 Reproduce with `make bench` or `.venv/bin/python benchmarks/bench_build.py` (options: `--models a,b,c`,
-`--repeat N`).
+`--repeat N`, `--threads N`).
 """
     if notes:
         text += "\nNotes from this run:\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
@@ -284,6 +299,8 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
                         help="comma-separated names from anyprune.testing.zoo.ZOO (checked in the child processes)")
     parser.add_argument("--repeat", type=int, default=3, help="builds per model and library (median reported)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads in each child (0: torch's default)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per model and library")
     parser.add_argument("--no-write", action="store_true", help=f"do not update {DOCS.relative_to(ROOT)}")
     args = parser.parse_args()
@@ -306,7 +323,7 @@ def main() -> None:
                 results[lib] = None
                 continue
             t0 = time.perf_counter()
-            res = results[lib] = run_one(lib, name, args.repeat, args.timeout)
+            res = results[lib] = run_one(lib, name, args.repeat, args.timeout, args.threads)
             threads = res.get("threads", threads)
             label = "torch-pruning" if lib == "torch_pruning" else lib
             if "unavailable" in res:

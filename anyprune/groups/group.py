@@ -105,7 +105,7 @@ class GroupIndex:
         for name, (in_lay, out_lay) in dg.leaf_dims.items():
             mod = modules[name]
             pruner = dg.leaf_pruners[type(mod)]
-            if in_lay is not None:
+            if in_lay is not None and in_lay is not out_lay:
                 self._add(LeafSlice(mod, name, "in", in_lay, pruner))
             if out_lay is not None:
                 self._add(LeafSlice(mod, name, "out", out_lay, pruner))

@@ -82,8 +82,24 @@ class Call:
         return f"Call#{self.index} {self.name}({ins}) -> ({outs}) at {self.source}"
 
 
+_F_NAMES: dict[int, str] = {}
+
+
+def _functional_names() -> dict[int, str]:
+    if not _F_NAMES:
+        import torch.nn.functional as F
+
+        for name, obj in vars(F).items():
+            if callable(obj) and not name.startswith("_"):
+                _F_NAMES.setdefault(id(obj), f"F.{name}")
+    return _F_NAMES
+
+
 def func_name(func: Callable) -> str:
     """A readable name for a torch function, method or op."""
+    fname = _functional_names().get(id(func))
+    if fname is not None:
+        return fname
     if isinstance(func, torch._ops.OpOverloadPacket | torch._ops.OpOverload):
         return f"torch.ops.{func._qualified_op_name if hasattr(func, '_qualified_op_name') else func}"
     qual = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)

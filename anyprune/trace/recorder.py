@@ -240,6 +240,10 @@ def trace(
         if v not in graph.outputs:
             graph.outputs.append(v)
     used = {n for v in graph.values for n in v.names}
+    if leaf_modules:
+        for mname, m in model.named_modules():
+            if isinstance(m, leaf_modules):
+                used.update(f"{mname}.{n}" if mname else n for n, _ in m.named_parameters())
     graph.unused_params = [n for n, _ in model.named_parameters() if n not in used]
     return graph
 

@@ -34,7 +34,7 @@ def test_records_calls_params_and_buffers():
     assert kinds["conv.weight"] == "param"
     assert kinds["bn.running_mean"] == "buffer"
     names = [c.name for c in g.calls]
-    assert names[:3] == ["torch.conv2d", "F.batch_norm", "F.relu"]
+    assert names[:3] == ["F.conv2d", "F.batch_norm", "F.relu"]
     relu = g.calls[2]
     assert relu.outputs[0].version == 1, "in-place relu must create a new version"
     assert g.outputs

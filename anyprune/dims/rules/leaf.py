@@ -27,12 +27,13 @@ def leaf_module_rule(ctx, *args, **kwargs) -> None:
                 ctx.pin(lay, f"non-channel dim of leaf module {ctx.call.leaf_module}")
     if in_lay is None and n_in is not None:
         raise ValueError("no input dim matches get_in_channels")
+    channelwise = _same_function(pruner.prune_in_channels, pruner.prune_out_channels) and n_in == n_out
     for i, v in enumerate(ctx.outputs):
         d = _channel_dim(v.shape, n_out)
         lays = ctx.fresh(v.shape, pin=f"non-channel dim of leaf module {ctx.call.leaf_module}")
         if d is not None:
             if out_lay is None:
-                out_lay = ctx.new(v.shape[d])
+                out_lay = in_lay if channelwise and in_lay is not None else ctx.new(v.shape[d])
             lays[d] = out_lay
         ctx.set_output(lays, i)
     graph.leaf_dims[ctx.call.leaf_module] = (in_lay, out_lay)
@@ -46,3 +47,7 @@ def _channel_dim(shape, n) -> int | None:
     if len(shape) >= 1 and shape[-1] == n:
         return len(shape) - 1
     return None
+
+
+def _same_function(a, b) -> bool:
+    return getattr(a, "__func__", a) is getattr(b, "__func__", b)

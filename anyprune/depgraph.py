@@ -20,7 +20,7 @@ from .dims.dimgraph import DimGraph
 from .errors import ConfigError, PinnedDimWarning, PruningError
 from .functional import PruningFunction, handler_for, root_dim
 from .groups.group import Dependency, Group, GroupIndex, LeafSlice, Node, ParamSlice
-from .trace.recorder import trace
+from .trace.recorder import paused_gc, trace
 
 __all__ = ["DependencyGraph", "DEFAULT_ROOT_TYPES"]
 
@@ -84,11 +84,21 @@ class DependencyGraph:
         """
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        with paused_gc():
+            self._build(model, example_inputs, forward_fn, output_transform, unwrapped_parameters, customized_pruners,
+                        ignored_layers)
+        return self
+
+    def _build(self, model, example_inputs, forward_fn, output_transform, unwrapped_parameters, customized_pruners,
+               ignored_layers) -> None:
         self.customized_pruners = self._check_pruners(customized_pruners)
         self._check_unwrapped(model, unwrapped_parameters)
         ignored = self._resolve_ignored(model, ignored_layers)
         self.model = model
-        self._module_names = {m: n for n, m in model.named_modules()}
+        self._module_names_list = list(model.named_modules(remove_duplicate=False))
+        self._module_names = {}
+        for n, m in self._module_names_list:
+            self._module_names.setdefault(m, n)
         self.ops = trace(model, example_inputs, forward_fn, output_transform,
                          leaf_modules=tuple(self.customized_pruners))
         dims = DimGraph(self.ops, model)
@@ -104,9 +114,11 @@ class DependencyGraph:
             if v is not None:
                 for lay in dims.layouts(v):
                     dims.atoms.pin(lay, f"ignored parameter {v.name}")
-        tensors = {n: t for n, t in model.state_dict(keep_vars=True).items() if isinstance(t, torch.Tensor)}
-        tensors.update(dict(model.named_parameters(remove_duplicate=False)))
-        tensors.update({n: b for n, b in model.named_buffers(remove_duplicate=False) if b is not None})
+        tensors: dict[str, torch.Tensor] = {}
+        for mname, m in self._module_names_list:
+            prefix = f"{mname}." if mname else ""
+            tensors.update((prefix + n, t) for n, t in m._parameters.items() if t is not None)
+            tensors.update((prefix + n, t) for n, t in m._buffers.items() if t is not None)
         self.index = GroupIndex(dims, tensors)
         if self.ops.unused_params:
             shown = ", ".join(self.ops.unused_params[:5])
@@ -116,9 +128,8 @@ class DependencyGraph:
                 "they are not coupled to anything and are left unpruned. If they run in another mode (e.g. "
                 "auxiliary heads in training), trace in that mode or list their layers in ignored_layers.",
                 PinnedDimWarning,
-                stacklevel=2,
+                stacklevel=4,
             )
-        return self
 
     @staticmethod
     def _check_pruners(customized_pruners) -> dict[type, Any]:

@@ -100,6 +100,17 @@ def _short(exc: BaseException, limit: int = 90) -> str:
     return msg if len(msg) <= limit else msg[: limit - 1] + "…"
 
 
+def _where(exc: BaseException) -> str:
+    """``file.py:line in function`` of the innermost frame, for the notes."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f"{Path(f.filename).parent.name}/{Path(f.filename).name}:{f.lineno} in {f.name}"
+
+
 def _warning_text(w: Any) -> str:
     """One line; lists shortened to their length (Torch-Pruning lists a set, in a different order each run)."""
     msg = " ".join(f"{w.category.__name__}: {w.message}".split())
@@ -156,7 +167,8 @@ def _measure(lib: str, name: str, repeat: int, threads: int) -> dict[str, Any]:
                 dg, n = build(work, inputs)
                 times.append(time.perf_counter() - t0)
             except Exception as e:
-                return {"error": _short(e), "warnings": list(seen)}
+                seen.update(dict.fromkeys(map(_warning_text, caught)))
+                return {"error": _short(e), "where": _where(e), "warnings": list(seen)}
             if i == 0:
                 peak = max(_peak_rss() - base, 0)
                 groups = n
@@ -269,7 +281,8 @@ through `/proc/self/clear_refs` just before the build) minus the resident size r
 already allocated); it includes one-time lazy imports and caches. `resource.getrusage(...).ru_maxrss` is only the
 fallback where `/proc` is missing: a spawned child starts with its parent's high-water mark and it cannot be reset.
 `tracemalloc` is not used: tensor storage is allocated outside Python's allocator and would be missed. *speedup* is
-torch-pruning time / anyprune time. *groups* is `len(DG.groups())` for anyprune and
+torch-pruning time / anyprune time; on a shared machine the same build varies by about ±20% from one invocation to
+the next, so ratios between 0.8x and 1.2x are ties. *groups* is `len(DG.groups())` for anyprune and
 `len(list(DG.get_all_groups()))` for Torch-Pruning, both with default arguments.
 
 Reproduce with `make bench` or `.venv/bin/python benchmarks/bench_build.py` (options: `--models a,b,c`,
@@ -332,7 +345,8 @@ def main() -> None:
             status = f"{res['ms']:.0f} ms" if "ms" in res else res.get("error") or res.get("unavailable")
             print(f"  {name:<20} {label:<14} {status}  [{time.perf_counter() - t0:.1f}s]", file=sys.stderr)
             if "error" in res:
-                notes.append(f"{label} failed on `{name}`: {res['error']}")
+                where = f" (raised at `{res['where']}`)" if res.get("where") else ""
+                notes.append(f"{label} failed on `{name}`: {res['error']}{where}")
             for w in res.get("warnings", ()):
                 notes.append(f"{label} warned on `{name}`: {w}")
         rows.append((name, results["anyprune"], results["torch_pruning"]))

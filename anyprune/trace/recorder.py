@@ -10,7 +10,10 @@ updated by a forward in training mode) are restored afterwards.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import inspect
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -22,8 +25,11 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import ConfigError, TraceError
 from .opgraph import Call, OpGraph, Value, iter_tensors, map_tensors
+from .shapes import fast_meta_result
 
-__all__ = ["trace", "run_model", "user_source_line"]
+__all__ = ["trace", "run_model", "user_source_line", "paused_gc"]
+
+log = logging.getLogger(__name__)
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
@@ -57,8 +63,9 @@ def run_model(model: nn.Module, example_inputs: Any, forward_fn: Callable | None
 
 
 class _Recorder(TorchFunctionMode):
-    def __init__(self, graph: OpGraph, named_tensors: dict[int, tuple[str, list[str]]]) -> None:
+    def __init__(self, graph: OpGraph, named_tensors: dict[int, tuple[str, list[str]]], fast_meta: bool = False) -> None:
         super().__init__()
+        self.fast_meta = fast_meta
         self.graph = graph
         self.named = named_tensors  # id -> (kind, names)
         self.by_id: dict[int, Value] = {}
@@ -88,7 +95,11 @@ class _Recorder(TorchFunctionMode):
     # ------------------------------------------------------------ calls
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        out = None
+        if self.fast_meta and not self.suspended:
+            out = fast_meta_result(func, args, kwargs)
+        if out is None:
+            out = func(*args, **kwargs)
         if self.suspended:
             return out
         self.record(func, args, kwargs, out)
@@ -153,12 +164,64 @@ def _named_tensors(model: nn.Module) -> dict[int, tuple[str, list[str]]]:
     return named
 
 
+class _MetaShadow:
+    """Swap every parameter and buffer for a ``meta`` twin (same names, sharing kept), and back.
+
+    Tracing needs shapes, not values: on the meta device a forward pass costs no
+    arithmetic and no memory. Parameter objects are restored on exit.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.saved: list[tuple[dict, str, Any]] = []
+
+    def __enter__(self) -> _MetaShadow:
+        twins: dict[int, torch.Tensor] = {}
+        for m in self.model.modules():
+            for store in (m._parameters, m._buffers):
+                for name, t in store.items():
+                    if t is None or t.is_meta:
+                        continue
+                    twin = twins.get(id(t))
+                    if twin is None:
+                        twin = torch.empty_like(t, device="meta")
+                        if isinstance(t, nn.Parameter):
+                            twin = nn.Parameter(twin, requires_grad=t.requires_grad)
+                        twins[id(t)] = twin
+                    self.saved.append((store, name, t))
+                    store[name] = twin
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for store, name, t in reversed(self.saved):
+            store[name] = t
+        self.saved.clear()
+
+
+@contextlib.contextmanager
+def paused_gc():
+    """Pause Python's cyclic garbage collector (tracing allocates many small objects; a full
+    collection in the middle scans the whole heap and can cost more than the trace)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _to_meta(obj: Any) -> Any:
+    return map_tensors(obj, lambda t: t if t.is_meta else torch.empty_like(t, device="meta"))
+
+
 def trace(
     model: nn.Module,
     example_inputs: Any,
     forward_fn: Callable | None = None,
     output_transform: Callable | None = None,
     leaf_modules: tuple[type, ...] = (),
+    compute: str = "auto",
 ) -> OpGraph:
     """Run ``model`` once on ``example_inputs`` and record an :class:`OpGraph`.
 
@@ -171,6 +234,11 @@ def trace(
             outputs too (and pinned like them).
         leaf_modules: module types recorded as one call each (their insides are
             not traced), for layers handled by customized pruners.
+        compute: ``"meta"`` runs the forward on meta twins of the parameters and
+            inputs (shapes only, no arithmetic); ``"real"`` runs it as it is;
+            ``"auto"`` (default) tries meta and falls back to real when the model
+            needs values (data-dependent control flow, ops without meta kernels,
+            tensors kept outside parameters and buffers).
 
     Returns:
         The op graph. The model's training flag, grad mode and buffers are
@@ -183,8 +251,25 @@ def trace(
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if compute not in ("auto", "meta", "real"):
+        raise ConfigError(f"compute must be 'auto', 'meta' or 'real', got {compute!r}")
+    on_meta = all(t.is_meta for t in list(model.parameters()) + list(model.buffers()))
+    if compute == "real" or on_meta:
+        return _trace(model, example_inputs, forward_fn, output_transform, leaf_modules, fast_meta=on_meta)
+    try:
+        with _MetaShadow(model):
+            return _trace(model, _to_meta(example_inputs), forward_fn, output_transform, leaf_modules,
+                          fast_meta=True)
+    except TraceError as err:
+        if compute == "meta":
+            raise
+        log.debug("tracing on meta failed (%s); tracing with real values", err.__cause__)
+    return _trace(model, example_inputs, forward_fn, output_transform, leaf_modules)
+
+
+def _trace(model, example_inputs, forward_fn, output_transform, leaf_modules, fast_meta: bool = False) -> OpGraph:
     graph = OpGraph()
-    rec = _Recorder(graph, _named_tensors(model))
+    rec = _Recorder(graph, _named_tensors(model), fast_meta)
     for t in iter_tensors(example_inputs):
         rec.add_input(t)
 
@@ -208,7 +293,7 @@ def trace(
                 handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
                 handles.append(m.register_forward_hook(post_hook, with_kwargs=True))
 
-    buffers = {n: b.detach().clone() for n, b in model.named_buffers() if b is not None and b.device.type != "meta"}
+    snapshot = [(b, b.detach().clone()) for b in model.buffers() if not b.is_meta]
     modes = {m: m.training for m in model.modules()}
     try:
         with torch.no_grad(), rec:
@@ -229,9 +314,9 @@ def trace(
         for m, flag in modes.items():
             m.training = flag
         with torch.no_grad():
-            for n, b in model.named_buffers():
-                if n in buffers and b.shape == buffers[n].shape:
-                    b.copy_(buffers[n])
+            for b, saved in snapshot:
+                if b.shape == saved.shape:
+                    b.copy_(saved)
 
     for t in iter_tensors(out):
         v = rec.by_id.get(id(t))
@@ -244,7 +329,7 @@ def trace(
         for mname, m in model.named_modules():
             if isinstance(m, leaf_modules):
                 used.update(f"{mname}.{n}" if mname else n for n, _ in m.named_parameters())
-    graph.unused_params = [n for n, _ in model.named_parameters() if n not in used]
+    graph.unused_params = [names[0] for kind, names in rec.named.values() if kind == "param" and names[0] not in used]
     return graph
 
 

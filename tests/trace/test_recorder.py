@@ -194,3 +194,41 @@ def test_user_registered_rule_makes_op_prunable():
 def test_duplicate_rule_registration_raises():
     with pytest.raises(ValueError, match="already registered"):
         tp.register_dim_rule(F.linear)(lambda ctx, *a: None)
+
+
+class DataDependent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 6)
+        self.b = nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = self.a(x)
+        if h.sum() > -1e9:  # needs values: cannot run on the meta device
+            h = torch.relu(h)
+        return self.b(h)
+
+
+def test_meta_trace_falls_back_to_real_values():
+    model = DataDependent()
+    x = torch.randn(2, 4)
+    g = trace(model, x)  # auto: meta fails on bool(), real succeeds
+    assert [c.name for c in g.calls][:2] == ["F.linear", "Tensor.sum"]
+    with pytest.raises(tp.TraceError, match="failed on the example inputs"):
+        trace(model, x, compute="meta")
+    assert not any(p.is_meta for p in model.parameters()), "parameters must be restored after a failed meta trace"
+    assert model(x).shape == (2, 2)
+
+
+def test_meta_trace_restores_parameter_objects():
+    model = Net()
+    params = {n: p for n, p in model.named_parameters()}
+    buffers = {n: b for n, b in model.named_buffers()}
+    trace(model, torch.randn(2, 3, 4, 4), compute="meta")
+    assert all(p is params[n] for n, p in model.named_parameters())
+    assert all(b is buffers[n] for n, b in model.named_buffers())
+
+
+def test_bad_compute_argument():
+    with pytest.raises(tp.ConfigError, match="compute must be"):
+        trace(Net(), torch.randn(1, 3, 2, 2), compute="gpu")

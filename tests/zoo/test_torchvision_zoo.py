@@ -102,3 +102,18 @@ def test_prune_every_group_by_half(name):
         out = tp.verify_forward(model, x)
     outputs_match_shapes(ref, out, name)
     assert sum(p.numel() for p in model.parameters()) < base_params
+
+
+@pytest.mark.parametrize("name", zoo.list_models(exclude=META_EXCLUDE), ids=str)
+def test_meta_trace_matches_real_trace(name):
+    """The fast meta shapes (anyprune.trace.shapes) must agree with real execution, call by call."""
+    from anyprune.trace import trace
+
+    model = zoo.build(name)
+    x = small_inputs(name)
+    real = trace(model, x, compute="real")
+    meta = trace(model, x, compute="meta")
+    assert [c.name for c in real.calls] == [c.name for c in meta.calls], f"{name}: different calls"
+    for rc, mc in zip(real.calls, meta.calls):
+        assert [v.shape for v in rc.outputs] == [v.shape for v in mc.outputs], f"{name}: {rc!r} vs {mc!r}"
+        assert [v.dtype for v in rc.outputs] == [v.dtype for v in mc.outputs], f"{name}: dtype of {rc!r}"

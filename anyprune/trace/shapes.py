@@ -1,0 +1,140 @@
+"""Fast output shapes for common ops when tracing on the ``meta`` device.
+
+Many of torch's meta kernels are Python decompositions (batch norm, elementwise
+prims, convolutions): exact, but slow enough that a meta forward can cost more
+than a real one at batch 1. During a meta trace the recorder asks
+:func:`fast_meta_result` first; it returns a new meta tensor of the right shape
+and dtype for the ops below, or ``None`` to run the real meta kernel. Only ops
+whose result shape is a simple, well-known function of their arguments are
+listed; anything unusual (in-place flags, non-float dtypes, string paddings with
+dilation, ...) falls through to torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["fast_meta_result"]
+
+_T = torch.Tensor
+
+# output = a new tensor like the first argument (same shape and dtype)
+_LIKE_FIRST: set = {
+    F.batch_norm, F.instance_norm, F.layer_norm, F.group_norm, F.relu, F.relu6, F.hardtanh, F.hardswish,
+    F.hardsigmoid, F.silu, F.gelu, F.sigmoid, F.tanh, F.leaky_relu, F.elu, F.mish, F.softplus, F.dropout,
+    F.dropout1d, F.dropout2d, F.dropout3d, torch.sigmoid, torch.tanh, torch.relu, _T.relu, _T.sigmoid, _T.tanh,
+    _T.contiguous, _T.clone, torch.clone, F.softmax, F.log_softmax, _T.softmax, torch.softmax,
+}
+if hasattr(F, "rms_norm"):
+    _LIKE_FIRST.add(F.rms_norm)
+
+# functions whose ``inplace=True`` form returns its (unchanged-shape) input
+_INPLACE_OK: set = {F.relu, F.relu6, F.hardtanh, F.hardswish, F.hardsigmoid, F.silu, F.leaky_relu, F.elu, F.mish,
+                    F.dropout, F.dropout1d, F.dropout2d, F.dropout3d}
+
+_BINARY: set = {
+    _T.add, _T.__add__, _T.__radd__, torch.add, _T.mul, _T.__mul__, _T.__rmul__, torch.mul, _T.sub, _T.__sub__,
+    torch.sub, _T.div, _T.__truediv__, torch.div,
+}
+
+_CONV = {torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3}
+_ADAPTIVE = {F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2, F.adaptive_avg_pool3d: 3,
+             torch.adaptive_avg_pool1d: 1}
+
+
+def _inplace(args: tuple, kwargs: dict) -> bool:
+    return bool(kwargs.get("inplace")) or any(a is True for a in args[1:])
+
+
+def _tuple(v: Any, n: int) -> tuple[int, ...]:
+    if isinstance(v, int):
+        return (v,) * n
+    v = tuple(int(x) for x in v)
+    return v * n if len(v) == 1 else v
+
+
+def _conv_shape(x: torch.Tensor, w: torch.Tensor, n: int, stride, padding, dilation) -> list[int] | None:
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = 0
+        else:
+            return None
+    s, p, d = _tuple(stride, n), _tuple(padding, n), _tuple(dilation, n)
+    k = w.shape[2:]
+    spatial = x.shape[-n:]
+    out = [(spatial[i] + 2 * p[i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i in range(n)]
+    if any(o <= 0 for o in out):
+        return None
+    return [*x.shape[: x.ndim - n - 1], w.shape[0], *out]
+
+
+def fast_meta_result(func: Callable, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """A meta tensor with the result's shape and dtype, or ``None`` when the op is not covered."""
+    try:
+        if func in _LIKE_FIRST:
+            x = args[0] if args else kwargs.get("input")
+            if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+                return None
+            if _inplace(args, kwargs):
+                return x if func in _INPLACE_OK else None
+            if func in (F.softmax, F.log_softmax, _T.softmax, torch.softmax) and ("dtype" in kwargs or len(args) > 3):
+                return None
+            return torch.empty(x.shape, dtype=x.dtype, device="meta")
+        if func in _BINARY:
+            if len(args) != 2 or kwargs:
+                return None
+            a, b = args
+            if not (isinstance(a, torch.Tensor) and a.is_floating_point()):
+                return None
+            if isinstance(b, torch.Tensor):
+                if not b.is_floating_point() or (b.dtype != a.dtype and b.ndim > 0):
+                    return None
+                shape = torch.broadcast_shapes(a.shape, b.shape)
+            elif isinstance(b, (int, float)) and not isinstance(b, bool):
+                shape = a.shape
+            else:
+                return None
+            return torch.empty(shape, dtype=a.dtype, device="meta")
+        if func in (torch.cat, torch.concat):
+            tensors = args[0] if args else kwargs.get("tensors")
+            dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+            if not isinstance(dim, int) or not tensors or len(args) > 2 or set(kwargs) - {"dim", "tensors"}:
+                return None
+            first = tensors[0]
+            if not all(isinstance(t, torch.Tensor) and t.dtype == first.dtype and t.ndim == first.ndim
+                       and t.ndim > 0 for t in tensors):
+                return None
+            d = dim % first.ndim
+            shape = list(first.shape)
+            for t in tensors[1:]:
+                if [s for i, s in enumerate(t.shape) if i != d] != [s for i, s in enumerate(shape) if i != d]:
+                    return None
+            shape[d] = sum(t.shape[d] for t in tensors)
+            return torch.empty(shape, dtype=first.dtype, device="meta")
+        n = _CONV.get(func)
+        if n is not None:
+            x, w = args[0], args[1]
+            rest = list(args[3:]) + [None] * 4
+            stride = kwargs.get("stride", rest[0] if rest[0] is not None else 1)
+            padding = kwargs.get("padding", rest[1] if rest[1] is not None else 0)
+            dilation = kwargs.get("dilation", rest[2] if rest[2] is not None else 1)
+            if not x.is_floating_point() or x.dtype != w.dtype:
+                return None
+            shape = _conv_shape(x, w, n, stride, padding, dilation)
+            return None if shape is None else torch.empty(shape, dtype=x.dtype, device="meta")
+        n = _ADAPTIVE.get(func)
+        if n is not None:
+            x = args[0]
+            size = kwargs.get("output_size", args[1] if len(args) > 1 else None)
+            if size is None or not x.is_floating_point():
+                return None
+            size = _tuple(size, n)
+            if any(s is None for s in size):
+                return None
+            return torch.empty([*x.shape[: x.ndim - n], *size], dtype=x.dtype, device="meta")
+    except (TypeError, ValueError, IndexError, RuntimeError):
+        return None
+    return None

@@ -63,7 +63,8 @@ def run_model(model: nn.Module, example_inputs: Any, forward_fn: Callable | None
 
 
 class _Recorder(TorchFunctionMode):
-    def __init__(self, graph: OpGraph, named_tensors: dict[int, tuple[str, list[str]]], fast_meta: bool = False) -> None:
+    def __init__(self, graph: OpGraph, named_tensors: dict[int, tuple[str, list[str]]],
+                 fast_meta: bool = False) -> None:
         super().__init__()
         self.fast_meta = fast_meta
         self.graph = graph

@@ -405,6 +405,21 @@ class DependencyGraph:
             self._history.append((name, getattr(root, "dim", getattr(root, "role", "")),
                                   [int(i) for i in (idxs if idxs is not None else (group.idxs or []))]))
 
+    def lint(self) -> None:
+        """Check the graph against the model: every parameter slice's layout has the tensor's current size.
+
+        Raises ``ValueError`` naming the first slice that disagrees (run it after pruning to check that
+        the graph and the model moved together).
+        """
+        self._require_built()
+        self.ops.lint()
+        table = self.dims.atoms
+        for s in self.index.slices:
+            if isinstance(s, ParamSlice):
+                n = table.size(s.layout)
+                if s.tensor.shape[s.dim] != n:
+                    raise ValueError(f"{s.fqn} dim {s.dim} has size {s.tensor.shape[s.dim]}, its layout {n}")
+
     def pruning_history(self) -> list[tuple[str, Any, list[int]]]:
         """``(root parameter, dim, indices)`` for every group pruned through this graph, in order."""
         return list(self._history)

@@ -259,12 +259,13 @@ def _version(dist: str) -> str:
 def make_section(table: str, repeat: int, threads: Any, tp_note: str, notes: list[str]) -> str:
     proc = platform.processor() or platform.machine()
     plural = "" if threads == 1 else "s"
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = f"""{START}
 ## Dependency-graph build time
 
 {table}
 
-Measured {datetime.date.today().isoformat()} on {_cpu_name()} ({proc}, {os.cpu_count()} logical CPUs,
+Measured {now} on {_cpu_name()} ({proc}, {os.cpu_count()} logical CPUs,
 {platform.system()} {platform.release()}), Python {platform.python_version()}, torch {_version("torch")}
 ({threads} intra-op thread{plural}), torchvision {_version("torchvision")}, anyprune {_version("anyprune")},
 torch-pruning {tp_note}.
@@ -274,8 +275,9 @@ zoo's example input (`torch.randn(1, 3, 224, 224)`), in a fresh process (`multip
 library and model. *build (ms)* is the median wall time of {repeat} calls of
 `DependencyGraph().build_dependency(model, example_inputs)`, each on a fresh `copy.deepcopy` of the model (the copy is
 not timed; the first call of the process is included, cold). Autograd is enabled, as Torch-Pruning requires. Torch
-runs one intra-op thread by default: the build is mostly Python work plus one batch-1 forward pass, and on a 2-core
-machine shared with other jobs, 2 OpenMP threads made that forward pass take ~2.5 s instead of ~30 ms.
+runs one intra-op thread by default: a build is mostly Python work (Torch-Pruning's includes a real batch-1 forward
+pass), and on a 2-core machine shared with other jobs, 2 OpenMP threads made such a forward pass take ~2.5 s instead
+of ~30 ms.
 *peak MB* is the first build's peak extra resident memory: the kernel's resident high-water mark (`VmHWM`, reset
 through `/proc/self/clear_refs` just before the build) minus the resident size right before it (model, input and copy
 already allocated); it includes one-time lazy imports and caches. `resource.getrusage(...).ru_maxrss` is only the

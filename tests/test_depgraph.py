@@ -203,3 +203,13 @@ def test_order_of_remaining_channels_is_kept():
     dg = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3))
     dg.get_pruning_group(model[0], tp.prune_linear_out_channels, idxs=[4, 1]).prune()
     assert torch.equal(model[0].weight, w[[0, 2, 3, 5]])
+
+
+def test_lint_catches_a_model_pruned_behind_the_graphs_back(resnet):
+    model, _, dg = resnet
+    dg.lint()
+    dg.get_pruning_group(model.conv1, tp.prune_conv_out_channels, idxs=[0]).prune()
+    dg.lint()
+    tp.prune_linear_in_channels(model.fc, [0])  # not through the graph
+    with pytest.raises(ValueError, match=r"fc\.weight dim 1 has size 511, its layout 512"):
+        dg.lint()

@@ -149,5 +149,6 @@ def test_oracle_on_every_group(name):
             assert res.ok, f"{name}: pruned != masked for exact {g!r}: {res.details}"
         checked += 1
     assert checked >= 1, f"{name}: no group was checked"
+    dg.lint()
     with torch.no_grad():
         assert model(x).shape == shape

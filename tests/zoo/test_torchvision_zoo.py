@@ -98,6 +98,7 @@ def test_prune_every_group_by_half(name):
         n = g.size // 2
         if n:
             g.prune(idxs=list(range(n)))
+    dg.lint()
     with torch.no_grad():
         out = tp.verify_forward(model, x)
     outputs_match_shapes(ref, out, name)

@@ -141,3 +141,20 @@ def test_inplace_write_through_a_view_is_pinned():
     assert "b.weight" not in roots
     with pytest.raises(tp.PruningError, match="in-place write through a view"):
         dg.get_pruning_group(model.a, tp.prune_linear_out_channels, idxs=[0])
+
+
+def test_unary_inplace_on_a_view_couples_nothing_new():
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 6, 1)
+            self.c = nn.Linear(6, 2)
+
+        def forward(self, x):
+            h = torch.flatten(nn.functional.adaptive_avg_pool2d(self.a(x), 1), 1)
+            h = nn.functional.dropout(h, 0.5, self.training, inplace=True)
+            return self.c(h)
+
+    model = M().eval()
+    dg = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 4, 4))
+    assert [g.root.fqn for g in dg.groups()] == ["a.weight"]

@@ -164,7 +164,9 @@ class DimGraph:
             call.kwargs = {k: v for k, v in call.kwargs.items() if k != "__inplace_view_base__"}
         rule = get_rule(call.func) if call.leaf_module is None else self._leaf_rule(call)
         reason = None
-        if base is not None:
+        if base is not None and len(call.inputs) > 1:
+            # writing other tensors into a view changes its base behind the graph's back; a unary
+            # in-place op (relu_, dropout) couples nothing new and needs no pin
             reason = "in-place write through a view"
             for lay in self.layouts(base):
                 self.atoms.pin(lay, f"{reason} ({ctx.where})")

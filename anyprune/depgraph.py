@@ -18,7 +18,7 @@ from .apply.slicing import apply_removal, validate_indices
 from .apply.transaction import Transaction
 from .dims.dimgraph import DimGraph
 from .errors import ConfigError, PinnedDimWarning, PruningError
-from .functional import PruningFunction, handler_for, root_dim
+from .functional import PruningFunction, handler_for, prune_parameter_out_channels, root_dim
 from .groups.group import Dependency, Group, GroupIndex, LeafSlice, Node, ParamSlice
 from .trace.recorder import paused_gc, trace
 
@@ -437,13 +437,9 @@ class DependencyGraph:
                 target = Node(s.module, s.module_name)
                 handler = getattr(s.pruner, f"prune_{s.role}_channels")
             else:
-                known = s.module is not None and handler_for(s.module, s.attr, s.dim) is not None \
-                    and s.attr in dict(s.module.named_parameters(recurse=False)) | dict(
-                        s.module.named_buffers(recurse=False))
-                handler = handler_for(s.module, s.attr, s.dim) if known else None
-                if handler is None or handler.__name__.startswith("prune_parameter"):
+                handler = handler_for(s.module, s.attr, s.dim)
+                if s.module is None or handler is prune_parameter_out_channels:
                     target = Node(s.tensor, s.fqn)
-                    handler = handler_for(None, s.attr, s.dim)
                 else:
                     target = Node(s.module, s.module_name)
             key = (id(target.module), handler)

@@ -73,11 +73,7 @@ def apply_removal(table: AtomTable, slices: list, bindings: list, removed: dict[
         if isinstance(s, LeafSlice):
             leaf_calls.append((s, mask.nonzero().flatten().tolist()))
             continue
-        entry = per_tensor.setdefault(id(s.tensor), (s.tensor, {}))
-        if s.dim in entry[1]:
-            entry[1][s.dim] = torch.unique(torch.cat([entry[1][s.dim], keep_from_mask(mask)]))
-        else:
-            entry[1][s.dim] = keep_from_mask(mask)
+        per_tensor.setdefault(id(s.tensor), (s.tensor, {}))[1][s.dim] = keep_from_mask(mask)
     new_tensors = []
     for t, dims in per_tensor.values():
         new = t.detach()

@@ -16,6 +16,8 @@ import torch
 
 __all__ = ["Transaction", "slice_tensor"]
 
+_SLOTS = ("_parameters", "_buffers", "_modules")
+
 
 def slice_tensor(t: torch.Tensor, dim: int, keep: torch.Tensor) -> torch.Tensor:
     """Keep positions ``keep`` (sorted ``long`` indices) of ``t`` along ``dim``; order is preserved."""
@@ -42,7 +44,7 @@ class Transaction:
     def __init__(self) -> None:
         self._tensors: list[tuple[torch.Tensor, torch.Tensor, Any]] = []
         self._attrs: list[tuple[Any, str, bool, Any]] = []
-        self._dicts: list[tuple[Any, dict]] = []
+        self._modules: list[tuple[torch.nn.Module, dict, dict, dict]] = []
         self._seen: set[int] = set()
         self.done = False
 
@@ -76,15 +78,13 @@ class Transaction:
         setattr(obj, name, value)
 
     def snapshot_module(self, module: torch.nn.Module) -> None:
-        """Save a module's tensors and plain attributes before handing it to user code."""
-        for t in list(module.parameters(recurse=False)) + [b for b in module.buffers(recurse=False) if b is not None]:
+        """Save a module's tensors, tensor slots and plain attributes before handing it to user code."""
+        for t in [*module.parameters(recurse=False), *(b for b in module.buffers(recurse=False) if b is not None)]:
             if id(t) not in self._seen:
                 self._seen.add(id(t))
                 self._tensors.append((t, t.data, t.grad))
-        state = {k: copy.copy(v) for k, v in module.__dict__.items()
-                 if k not in ("_parameters", "_buffers", "_modules")}
-        self._dicts.append((module, state))
-        self._dicts.append((module, {"__params__": dict(module._parameters), "__buffers__": dict(module._buffers)}))
+        attrs = {k: copy.copy(v) for k, v in module.__dict__.items() if k not in _SLOTS}
+        self._modules.append((module, attrs, dict(module._parameters), dict(module._buffers)))
 
     def rollback(self) -> None:
         if self.done:
@@ -98,21 +98,14 @@ class Transaction:
                 setattr(obj, name, old)
             else:
                 delattr(obj, name)
-        for module, state in reversed(self._dicts):
-            if "__params__" in state:
-                module._parameters.clear()
-                module._parameters.update(state["__params__"])
-                module._buffers.clear()
-                module._buffers.update(state["__buffers__"])
-            else:
-                for k in list(module.__dict__):
-                    if k not in ("_parameters", "_buffers", "_modules") and k not in state:
-                        del module.__dict__[k]
-                module.__dict__.update(state)
-        for t, data, grad in self._tensors:
-            t.grad = None
-            t.data = data
-            t.grad = grad
+        for module, attrs, params, buffers in reversed(self._modules):
+            for k in [k for k in module.__dict__ if k not in _SLOTS and k not in attrs]:
+                del module.__dict__[k]
+            module.__dict__.update(attrs)
+            module._parameters.clear()
+            module._parameters.update(params)
+            module._buffers.clear()
+            module._buffers.update(buffers)
         self.done = True
 
     def commit(self) -> None:

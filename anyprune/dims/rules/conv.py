@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..layout import prod_layouts
 from .registry import register_dim_rule
 
 
@@ -61,8 +62,6 @@ def conv_transpose(ctx, input, weight, bias=None, stride=1, padding=0, output_pa
         g_lay = None
     else:
         g_lay, _per = ctx.atoms.factor(cin, [groups, input.shape[c] // groups], "conv groups")
-        from ..layout import prod_layouts
-
         cout = prod_layouts([g_lay, w[1]])
     if bias is not None:
         ctx.unify(ctx.layouts(bias)[0], cout)

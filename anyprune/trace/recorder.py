@@ -31,6 +31,8 @@ __all__ = ["trace", "run_model", "user_source_line", "paused_gc"]
 
 log = logging.getLogger(__name__)
 
+_SLOTS = ("_parameters", "_buffers", "_modules")
+
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
@@ -175,10 +177,14 @@ class _MetaShadow:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.saved: list[tuple[dict, str, Any]] = []
+        self.attrs: list[tuple[nn.Module, dict]] = []
 
     def __enter__(self) -> _MetaShadow:
         twins: dict[int, torch.Tensor] = {}
         for m in self.model.modules():
+            # a forward may cache tensors in plain attributes (e.g. anchor generators); those must not
+            # stay meta tensors after the trace
+            self.attrs.append((m, {k: v for k, v in m.__dict__.items() if k not in _SLOTS}))
             for store in (m._parameters, m._buffers):
                 for name, t in store.items():
                     if t is None or t.is_meta:
@@ -196,7 +202,12 @@ class _MetaShadow:
     def __exit__(self, *exc) -> None:
         for store, name, t in reversed(self.saved):
             store[name] = t
+        for m, attrs in self.attrs:
+            for k in [k for k in m.__dict__ if k not in _SLOTS and k not in attrs]:
+                del m.__dict__[k]
+            m.__dict__.update(attrs)
         self.saved.clear()
+        self.attrs.clear()
 
 
 @contextlib.contextmanager

@@ -232,3 +232,20 @@ def test_meta_trace_restores_parameter_objects():
 def test_bad_compute_argument():
     with pytest.raises(tp.ConfigError, match="compute must be"):
         trace(Net(), torch.randn(1, 3, 2, 2), compute="gpu")
+
+
+def test_meta_trace_does_not_leave_cached_meta_tensors():
+    class Cache(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.cached = None
+
+        def forward(self, x):
+            self.cached = torch.zeros_like(x)  # a plain attribute written by forward
+            return self.lin(x) + self.cached
+
+    model = Cache()
+    trace(model, torch.randn(2, 4), compute="meta")
+    assert model.cached is None
+    assert model(torch.randn(2, 4)).shape == (2, 4)

@@ -101,7 +101,7 @@ class DependencyGraph:
             self._module_names.setdefault(m, n)
         self.ops = trace(model, example_inputs, forward_fn, output_transform,
                          leaf_modules=tuple(self.customized_pruners))
-        dims = DimGraph(self.ops, model)
+        dims = DimGraph(self.ops, model, modules={n: m for n, m in self._module_names_list})
         dims.leaf_pruners = dict(self.customized_pruners)
         dims.run_rules()
         self.dims = dims

@@ -109,7 +109,8 @@ class RuleContext:
 class DimGraph:
     """Layouts of all dimensions of an :class:`~anyprune.trace.opgraph.OpGraph`."""
 
-    def __init__(self, ops: OpGraph, model: nn.Module | None = None) -> None:
+    def __init__(self, ops: OpGraph, model: nn.Module | None = None,
+                 modules: dict[str, nn.Module] | None = None) -> None:
         self.ops = ops
         self.model = model
         self.atoms = AtomTable()
@@ -117,7 +118,9 @@ class DimGraph:
         self.bindings: list[Binding] = []
         self.unknown: dict[str, list[str]] = {}
         self.failed_rules: dict[str, str] = {}
-        self._modules: dict[str, nn.Module] = dict(model.named_modules()) if model is not None else {}
+        if modules is None:
+            modules = dict(model.named_modules()) if model is not None else {}
+        self._modules: dict[str, nn.Module] = modules
         self.leaf_pruners: dict[type, Any] = {}
         self.leaf_dims: dict[str, tuple] = {}
 

@@ -120,10 +120,17 @@ def func_name(func: Callable) -> str:
     return qual
 
 
+_LEAVES = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.Size, slice, type(Ellipsis))
+
+
 def map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
     """Apply ``fn`` to every tensor nested in tuples, lists, dicts and dataclasses."""
     if isinstance(obj, torch.Tensor):
         return fn(obj)
+    if isinstance(obj, _LEAVES):
+        return obj
+    if type(obj) is tuple or type(obj) is list:
+        return type(obj)([map_tensors(o, fn) for o in obj])
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):
         return type(obj)(*(map_tensors(o, fn) for o in obj))
     if isinstance(obj, (list, tuple)):
@@ -146,13 +153,24 @@ def map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
 def iter_tensors(obj: Any) -> list[torch.Tensor]:
     """Every tensor nested in ``obj`` (tuples, lists, dicts, dataclasses), in order."""
     found: list[torch.Tensor] = []
-
-    def visit(t: torch.Tensor) -> torch.Tensor:
-        found.append(t)
-        return t
-
-    map_tensors(obj, visit)
+    _collect(obj, found)
     return found
+
+
+def _collect(obj: Any, found: list[torch.Tensor]) -> None:
+    if isinstance(obj, torch.Tensor):
+        found.append(obj)
+    elif isinstance(obj, _LEAVES):
+        return
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            _collect(o, found)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            _collect(o, found)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            _collect(getattr(obj, f.name), found)
 
 
 class OpGraph:

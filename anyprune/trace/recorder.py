@@ -157,13 +157,18 @@ class _Recorder(TorchFunctionMode):
         self.graph.calls.append(call)
 
 
-def _named_tensors(model: nn.Module) -> dict[int, tuple[str, list[str]]]:
+def _named_tensors(modules: list[tuple[str, nn.Module]]) -> dict[int, tuple[str, list[str]]]:
     named: dict[int, tuple[str, list[str]]] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        named.setdefault(id(p), ("param", []))[1].append(name)
-    for name, b in model.named_buffers(remove_duplicate=False):
-        if b is not None:
-            named.setdefault(id(b), ("buffer", []))[1].append(name)
+    for mname, m in modules:
+        prefix = f"{mname}." if mname else ""
+        for name, p in m._parameters.items():
+            if p is not None:
+                named.setdefault(id(p), ("param", []))[1].append(prefix + name)
+    for mname, m in modules:
+        prefix = f"{mname}." if mname else ""
+        for name, b in m._buffers.items():
+            if b is not None:
+                named.setdefault(id(b), ("buffer", []))[1].append(prefix + name)
     return named
 
 
@@ -174,14 +179,14 @@ class _MetaShadow:
     arithmetic and no memory. Parameter objects are restored on exit.
     """
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
+    def __init__(self, modules: list[nn.Module]) -> None:
+        self.modules = modules
         self.saved: list[tuple[dict, str, Any]] = []
         self.attrs: list[tuple[nn.Module, dict]] = []
 
     def __enter__(self) -> _MetaShadow:
         twins: dict[int, torch.Tensor] = {}
-        for m in self.model.modules():
+        for m in self.modules:
             # a forward may cache tensors in plain attributes (e.g. anchor generators); those must not
             # stay meta tensors after the trace
             self.attrs.append((m, {k: v for k, v in m.__dict__.items() if k not in _SLOTS}))
@@ -269,7 +274,7 @@ def trace(
     if compute == "real" or on_meta:
         return _trace(model, example_inputs, forward_fn, output_transform, leaf_modules, fast_meta=on_meta)
     try:
-        with _MetaShadow(model):
+        with _MetaShadow(list(model.modules())):
             return _trace(model, _to_meta(example_inputs), forward_fn, output_transform, leaf_modules,
                           fast_meta=True)
     except TraceError as err:
@@ -281,7 +286,8 @@ def trace(
 
 def _trace(model, example_inputs, forward_fn, output_transform, leaf_modules, fast_meta: bool = False) -> OpGraph:
     graph = OpGraph()
-    rec = _Recorder(graph, _named_tensors(model), fast_meta)
+    named_modules = list(model.named_modules(remove_duplicate=False))
+    rec = _Recorder(graph, _named_tensors(named_modules), fast_meta)
     for t in iter_tensors(example_inputs):
         rec.add_input(t)
 
@@ -306,7 +312,7 @@ def _trace(model, example_inputs, forward_fn, output_transform, leaf_modules, fa
                 handles.append(m.register_forward_hook(post_hook, with_kwargs=True))
 
     snapshot = [(b, b.detach().clone()) for b in model.buffers() if not b.is_meta]
-    modes = {m: m.training for m in model.modules()}
+    modes = {m: m.training for _, m in named_modules}
     try:
         with torch.no_grad(), rec:
             out = run_model(model, example_inputs, forward_fn)

@@ -277,7 +277,9 @@ library and model. *build (ms)* is the median wall time of {repeat} calls of
 not timed; the first call of the process is included, cold). Autograd is enabled, as Torch-Pruning requires. Torch
 runs one intra-op thread by default: a build is mostly Python work (Torch-Pruning's includes a real batch-1 forward
 pass), and on a 2-core machine shared with other jobs, 2 OpenMP threads made such a forward pass take ~2.5 s instead
-of ~30 ms.
+of ~30 ms. anyprune's build runs no arithmetic: it traces on `meta` twins of the parameters (shapes only, with fast
+shape functions for common ops, `anyprune/trace/shapes.py`) and falls back to a real forward pass only when the
+model needs values (data-dependent control flow, ops without meta kernels); none of the models below needs it.
 *peak MB* is the first build's peak extra resident memory: the kernel's resident high-water mark (`VmHWM`, reset
 through `/proc/self/clear_refs` just before the build) minus the resident size right before it (model, input and copy
 already allocated); it includes one-time lazy imports and caches. `resource.getrusage(...).ru_maxrss` is only the

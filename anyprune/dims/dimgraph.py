@@ -162,9 +162,7 @@ class DimGraph:
 
     def _run(self, call: Call) -> None:
         ctx = RuleContext(self, call)
-        base = call.kwargs.get("__inplace_view_base__") if isinstance(call.kwargs, dict) else None
-        if "__inplace_view_base__" in call.kwargs:
-            call.kwargs = {k: v for k, v in call.kwargs.items() if k != "__inplace_view_base__"}
+        base = call.view_base
         rule = get_rule(call.func) if call.leaf_module is None else self._leaf_rule(call)
         reason = None
         if base is not None and len(call.inputs) > 1:

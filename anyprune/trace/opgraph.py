@@ -58,7 +58,10 @@ class Value:
 
 @dataclasses.dataclass(eq=False)
 class Call:
-    """One recorded call; ``args``/``kwargs`` hold :class:`Value` where tensors were."""
+    """One recorded call; ``args``/``kwargs`` hold :class:`Value` where tensors were.
+
+    ``outputs`` lists the tensors of the result in order (a tuple result gives several).
+    """
 
     index: int
     func: Callable
@@ -66,9 +69,9 @@ class Call:
     kwargs: dict
     inputs: list[Value]
     outputs: list[Value]
-    result: Any
     source: str
     leaf_module: str | None = None
+    view_base: Value | None = None  # set when an in-place op writes through a view of this value
 
     @property
     def name(self) -> str:

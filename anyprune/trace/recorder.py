@@ -32,6 +32,7 @@ __all__ = ["trace", "run_model", "user_source_line", "paused_gc"]
 log = logging.getLogger(__name__)
 
 _SLOTS = ("_parameters", "_buffers", "_modules")
+_NOT_TENSORS = (int, float, bool, torch.Size, torch.dtype, torch.device, type(None))
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
@@ -103,7 +104,7 @@ class _Recorder(TorchFunctionMode):
             out = fast_meta_result(func, args, kwargs)
         if out is None:
             out = func(*args, **kwargs)
-        if self.suspended:
+        if self.suspended or (isinstance(out, _NOT_TENSORS) and func is not torch.Tensor.__setitem__):
             return out
         self.record(func, args, kwargs, out)
         return out
@@ -128,7 +129,7 @@ class _Recorder(TorchFunctionMode):
                 inputs.append(v)
         c_args = map_tensors(args, lambda t: self.by_id[id(t)])
         c_kwargs = map_tensors(kwargs, lambda t: self.by_id[id(t)])
-        call = Call(len(self.graph.calls), func, c_args, c_kwargs, inputs, [], None, user_source_line(3), leaf_module)
+        call = Call(len(self.graph.calls), func, c_args, c_kwargs, inputs, [], user_source_line(3), leaf_module)
         outputs: list[Value] = []
         out_values: dict[int, Value] = {}
         for t in out_tensors:
@@ -149,11 +150,8 @@ class _Recorder(TorchFunctionMode):
             out_values[id(t)] = v
             outputs.append(v)
         call.outputs = outputs
-        call.result = map_tensors(out, lambda t: out_values.get(id(t)))
         if inplace_target is not None and getattr(inplace_target, "_base", None) is not None:
-            base = self.by_id.get(id(inplace_target._base))
-            call.kwargs = dict(call.kwargs)
-            call.kwargs["__inplace_view_base__"] = base
+            call.view_base = self.by_id.get(id(inplace_target._base))
         self.graph.calls.append(call)
 
 
@@ -270,23 +268,26 @@ def trace(
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if compute not in ("auto", "meta", "real"):
         raise ConfigError(f"compute must be 'auto', 'meta' or 'real', got {compute!r}")
-    on_meta = all(t.is_meta for t in list(model.parameters()) + list(model.buffers()))
+    named_modules = list(model.named_modules(remove_duplicate=False))
+    modules = list({id(m): m for _, m in named_modules}.values())
+    on_meta = all(t is None or t.is_meta for m in modules for t in (*m._parameters.values(), *m._buffers.values()))
     if compute == "real" or on_meta:
-        return _trace(model, example_inputs, forward_fn, output_transform, leaf_modules, fast_meta=on_meta)
+        return _trace(model, named_modules, example_inputs, forward_fn, output_transform, leaf_modules,
+                      fast_meta=on_meta)
     try:
-        with _MetaShadow(list(model.modules())):
-            return _trace(model, _to_meta(example_inputs), forward_fn, output_transform, leaf_modules,
-                          fast_meta=True)
+        with _MetaShadow(modules):
+            return _trace(model, named_modules, _to_meta(example_inputs), forward_fn, output_transform,
+                          leaf_modules, fast_meta=True)
     except TraceError as err:
         if compute == "meta":
             raise
         log.debug("tracing on meta failed (%s); tracing with real values", err.__cause__)
-    return _trace(model, example_inputs, forward_fn, output_transform, leaf_modules)
+    return _trace(model, named_modules, example_inputs, forward_fn, output_transform, leaf_modules)
 
 
-def _trace(model, example_inputs, forward_fn, output_transform, leaf_modules, fast_meta: bool = False) -> OpGraph:
+def _trace(model, named_modules, example_inputs, forward_fn, output_transform, leaf_modules,
+           fast_meta: bool = False) -> OpGraph:
     graph = OpGraph()
-    named_modules = list(model.named_modules(remove_duplicate=False))
     rec = _Recorder(graph, _named_tensors(named_modules), fast_meta)
     for t in iter_tensors(example_inputs):
         rec.add_input(t)
@@ -311,7 +312,8 @@ def _trace(model, example_inputs, forward_fn, output_transform, leaf_modules, fa
                 handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
                 handles.append(m.register_forward_hook(post_hook, with_kwargs=True))
 
-    snapshot = [(b, b.detach().clone()) for b in model.buffers() if not b.is_meta]
+    buffers = {id(b): b for _, m in named_modules for b in m._buffers.values() if b is not None and not b.is_meta}
+    snapshot = [(b, b.detach().clone()) for b in buffers.values()]
     modes = {m: m.training for _, m in named_modules}
     try:
         with torch.no_grad(), rec:

@@ -249,3 +249,21 @@ def test_meta_trace_does_not_leave_cached_meta_tensors():
     trace(model, torch.randn(2, 4), compute="meta")
     assert model.cached is None
     assert model(torch.randn(2, 4)).shape == (2, 4)
+
+
+def test_setitem_is_recorded_as_an_inplace_write():
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(4, 6)
+            self.b = nn.Linear(6, 2)
+
+        def forward(self, x):
+            h = self.a(x)
+            h[0] = 0.0
+            return self.b(h)
+
+    g = trace(M(), torch.randn(2, 4))
+    setitem = [c for c in g.calls if c.name == "Tensor.__setitem__"]
+    assert len(setitem) == 1
+    assert setitem[0].outputs[0].version == 1

@@ -152,3 +152,11 @@ def test_oracle_on_every_group(name):
     dg.lint()
     with torch.no_grad():
         assert model(x).shape == shape
+
+
+def test_group_norm_attributes_follow_pruning():
+    model, x, dg = build("group_norm")
+    by_size = {g.size: g for g in dg.groups()}
+    by_size[2].prune(idxs=[0])  # one whole GroupNorm group
+    assert (model.gn.num_groups, model.gn.num_channels, model.conv.out_channels) == (1, 4, 4)
+    model(x)

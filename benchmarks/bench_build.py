@@ -44,16 +44,13 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench_build:start -->", "<!-- bench_build:end -->"
 
+# the whole torchvision zoo of anyprune.testing.zoo (kept as names: the parent process does not import torch)
 DEFAULT_MODELS = (
-    "resnet18",
-    "resnet50",
-    "densenet121",
-    "mobilenet_v3_large",
-    "efficientnet_b0",
-    "shufflenet_v2_x1_0",
-    "vgg16_bn",
-    "regnet_y_1_6gf",
-    "convnext_tiny",
+    "resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "vgg16_bn", "alexnet", "squeezenet1_1",
+    "densenet121", "googlenet", "inception_v3", "mobilenet_v2", "mobilenet_v3_large", "mnasnet1_0",
+    "shufflenet_v2_x1_0", "efficientnet_b0", "efficientnet_v2_s", "regnet_x_1_6gf", "regnet_y_1_6gf",
+    "convnext_tiny", "fcn_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large", "r3d_18",
+    "fasterrcnn_resnet50_fpn",
 )
 LIBS = ("anyprune", "torch_pruning")
 MB = 2**20
@@ -196,6 +193,12 @@ def _child(conn, lib: str, name: str, repeat: int, threads: int) -> None:
     conn.close()
 
 
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"killed by signal {-code}" + (" (SIGKILL: out of memory?)" if code == -9 else "")
+    return f"child exit code {code}"
+
+
 def run_one(lib: str, name: str, repeat: int, timeout: float, threads: int = 1) -> dict[str, Any]:
     """``_measure`` in a fresh spawned process; a crash or timeout becomes an ``error`` entry."""
     ctx = mp.get_context("spawn")
@@ -206,10 +209,10 @@ def run_one(lib: str, name: str, repeat: int, timeout: float, threads: int = 1) 
     try:
         if recv.poll(timeout):
             return recv.recv()
-        return {"error": f"timed out after {timeout:.0f}s" if proc.is_alive() else f"child exit code {proc.exitcode}"}
+        return {"error": f"timed out after {timeout:.0f}s" if proc.is_alive() else _exit_reason(proc.exitcode)}
     except EOFError:
         proc.join(5)
-        return {"error": f"child exit code {proc.exitcode}"}
+        return {"error": _exit_reason(proc.exitcode)}
     finally:
         if proc.is_alive():
             proc.kill()
@@ -271,7 +274,8 @@ Measured {now} on {_cpu_name()} ({proc}, {os.cpu_count()} logical CPUs,
 torch-pruning {tp_note}.
 
 Method: each torchvision model is built once with random weights in eval mode (`anyprune.testing.zoo.build`) with the
-zoo's example input (`torch.randn(1, 3, 224, 224)`), in a fresh process (`multiprocessing`, spawn context) per
+zoo's example input (`zoo.example_inputs`: a 1×3×224×224 image; 299×299 for inception_v3, a 1×3×4×112×112 clip
+for r3d_18, one 3×160×160 image for Faster R-CNN), in a fresh process (`multiprocessing`, spawn context) per
 library and model. *build (ms)* is the median wall time of {repeat} calls of
 `DependencyGraph().build_dependency(model, example_inputs)`, each on a fresh `copy.deepcopy` of the model (the copy is
 not timed; the first call of the process is included, cold). Autograd is enabled, as Torch-Pruning requires. Torch

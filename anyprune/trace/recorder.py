@@ -324,8 +324,8 @@ def _trace(model, named_modules, example_inputs, forward_fn, output_transform, l
     except Exception as err:
         raise TraceError(
             f"the model failed on the example inputs: {type(err).__name__}: {err}. "
-            "Check that example_inputs match model.forward (a tuple is unpacked into positional "
-            "arguments, a dict into keyword arguments, anything else is passed as one argument), "
+            f"Check that example_inputs match model.forward{signature_help(model)} (a tuple is unpacked into "
+            "positional arguments, a dict into keyword arguments, anything else is passed as one argument), "
             "or pass forward_fn=lambda model, inputs: ..."
         ) from err
     finally:

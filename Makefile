@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # torch/torchvision pinned so pip never picks another build
-TEST_DEPS := torch==2.14.1 torchvision==0.29.1 pytest ruff
+TEST_DEPS := torch==2.14.1 torchvision==0.29.1 pytest ruff mypy
 STAMP := $(VENV)/.installed
 
 .PHONY: test test-fast demo lint bench clean
@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml Makefile
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy anyprune
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
@@ -28,6 +29,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy anyprune
 
 bench: $(STAMP)
 	$(PIP) install -q torch-pruning==1.6.1 --no-deps || true

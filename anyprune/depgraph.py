@@ -20,6 +20,7 @@ from .dims.dimgraph import DimGraph
 from .errors import ConfigError, PinnedDimWarning, PruningError
 from .functional import PruningFunction, handler_for, prune_parameter_out_channels, root_dim
 from .groups.group import Dependency, Group, GroupIndex, LeafSlice, Node, ParamSlice
+from .trace.opgraph import OpGraph
 from .trace.recorder import paused_gc, trace
 
 __all__ = ["DependencyGraph", "DEFAULT_ROOT_TYPES"]
@@ -42,15 +43,44 @@ class DependencyGraph:
     """
 
     def __init__(self) -> None:
-        self.model: nn.Module | None = None
-        self.ops = None
-        self.dims: DimGraph | None = None
-        self.index: GroupIndex | None = None
+        self._model: nn.Module | None = None
+        self._ops: OpGraph | None = None
+        self._dims: DimGraph | None = None
+        self._index: GroupIndex | None = None
         self.customized_pruners: dict[type, Any] = {}
         self._history: list[tuple[str, str, list[int]]] = []
         self._module_names: dict[nn.Module, str] = {}
         self._producers: dict[int, list[nn.Module]] = {}
         self._module_outputs: dict[nn.Module, list[tuple]] = {}
+
+    # ------------------------------------------------------------ state
+    @property
+    def model(self) -> nn.Module:
+        """The model the graph was built for."""
+        if self._model is None:
+            raise ConfigError("call build_dependency(model, example_inputs) first")
+        return self._model
+
+    @property
+    def ops(self) -> OpGraph:
+        """The traced op graph."""
+        if self._ops is None:
+            raise ConfigError("call build_dependency(model, example_inputs) first")
+        return self._ops
+
+    @property
+    def dims(self) -> DimGraph:
+        """The dimension graph."""
+        if self._dims is None:
+            raise ConfigError("call build_dependency(model, example_inputs) first")
+        return self._dims
+
+    @property
+    def index(self) -> GroupIndex:
+        """Which parameter slices each atom reaches."""
+        if self._index is None:
+            raise ConfigError("call build_dependency(model, example_inputs) first")
+        return self._index
 
     # ------------------------------------------------------------- build
     def build_dependency(
@@ -94,17 +124,17 @@ class DependencyGraph:
         self.customized_pruners = self._check_pruners(customized_pruners)
         self._check_unwrapped(model, unwrapped_parameters)
         ignored = self._resolve_ignored(model, ignored_layers)
-        self.model = model
+        self._model = model
         self._module_names_list = list(model.named_modules(remove_duplicate=False))
         self._module_names = {}
         for n, m in self._module_names_list:
             self._module_names.setdefault(m, n)
-        self.ops = trace(model, example_inputs, forward_fn, output_transform,
-                         leaf_modules=tuple(self.customized_pruners))
+        self._ops = trace(model, example_inputs, forward_fn, output_transform,
+                          leaf_modules=tuple(self.customized_pruners))
         dims = DimGraph(self.ops, model, modules={n: m for n, m in self._module_names_list})
         dims.leaf_pruners = dict(self.customized_pruners)
         dims.run_rules()
-        self.dims = dims
+        self._dims = dims
         self._collect_module_outputs()
         for m in ignored:
             for lay in self._outputs_of(m):
@@ -119,7 +149,7 @@ class DependencyGraph:
             prefix = f"{mname}." if mname else ""
             tensors.update((prefix + n, t) for n, t in m._parameters.items() if t is not None)
             tensors.update((prefix + n, t) for n, t in m._buffers.items() if t is not None)
-        self.index = GroupIndex(dims, tensors)
+        self._index = GroupIndex(dims, tensors)
         if self.ops.unused_params:
             shown = ", ".join(self.ops.unused_params[:5])
             more = f" and {len(self.ops.unused_params) - 5} more" if len(self.ops.unused_params) > 5 else ""
@@ -169,7 +199,7 @@ class DependencyGraph:
         out: list[nn.Module] = []
         for item in ignored_layers:
             if isinstance(item, type):
-                out.extend(m for m in modules if isinstance(m, item))
+                out.extend(m for m in modules if issubclass(type(m), item))
             elif isinstance(item, nn.Module):
                 if id(item) not in ids:
                     raise ConfigError(f"ignored_layers: {type(item).__name__} is not a submodule of the model")
@@ -216,7 +246,7 @@ class DependencyGraph:
         return None
 
     def _require_built(self) -> None:
-        if self.dims is None:
+        if self._dims is None:
             raise ConfigError("call build_dependency(model, example_inputs) first")
 
     # ------------------------------------------------------------- groups
@@ -230,6 +260,7 @@ class DependencyGraph:
         """
         self._require_built()
         table = self.dims.atoms
+        root: ParamSlice | LeafSlice
         if isinstance(module, torch.Tensor):
             v = self._value_of_tensor(module)
             if v is None:
@@ -289,8 +320,8 @@ class DependencyGraph:
         candidate = (idx >= 0) & ~pinned[:, None]
         if not bool(candidate.any(0).all()):
             col = int((~candidate.any(0)).nonzero()[0])
-            reasons = sorted({table.pin_reason(a) for a in atoms if idx[atoms.index(a), col] >= 0 and
-                              table.pin_reason(a)})
+            reasons = sorted({r for k, a in enumerate(atoms)
+                              if idx[k, col] >= 0 and (r := table.pin_reason(a)) is not None})
             raise PruningError(
                 f"position {int(positions[col])} cannot be pruned: its dim is pinned ({'; '.join(reasons)}). "
                 "Pinned dims are never pruned; see the reason for what pins them."

@@ -51,25 +51,20 @@ class Transaction:
     def __enter__(self) -> Transaction:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.rollback()
         else:
             self.commit()
-        return False
 
-    def set_data(self, t: torch.Tensor, new: torch.Tensor, new_grad: torch.Tensor | str | None = "keep") -> None:
-        """Replace ``t``'s data (and its grad: sliced one, ``None``, or ``"keep"`` to leave it)."""
+    def set_data(self, t: torch.Tensor, new: torch.Tensor, new_grad: torch.Tensor | None = None) -> None:
+        """Replace ``t``'s data with ``new`` and its ``.grad`` with ``new_grad`` (sliced alike, or ``None``)."""
         if id(t) not in self._seen:
             self._seen.add(id(t))
             self._tensors.append((t, t.data, t.grad))
-        if t.grad is not None and new_grad == "keep":
-            new_grad = None
-        if new_grad != "keep":
-            t.grad = None
+        t.grad = None
         t.data = new
-        if new_grad is not None and new_grad != "keep":
-            t.grad = new_grad
+        t.grad = new_grad
 
     def set_attr(self, obj: Any, name: str, value: Any) -> None:
         had = hasattr(obj, name)

@@ -59,7 +59,7 @@ def verify_forward(model: torch.nn.Module, example_inputs: Any, forward_fn: Call
 def mask_group(model: torch.nn.Module, group, removed: dict[int, torch.Tensor]) -> None:
     """Zero, in ``model`` (a copy of the graph's model), every slice that pruning ``removed`` would cut."""
     table = group.table
-    params = dict(model.named_parameters(remove_duplicate=False))
+    params: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
     params.update(dict(model.named_buffers(remove_duplicate=False)))
     with torch.no_grad():
         for s in group._owner.index.slices_of(list(removed)):

@@ -232,10 +232,11 @@ class AtomTable:
         """Make leaf ``a`` stand for ``layout``; False if that would be circular."""
         if a in self.atoms(layout):
             return False
-        if self._pin[a] is not None:
-            self.pin(layout, self._pin[a])
-        if self._mix[a] is not None:
-            self.mark_mixing(layout, self._mix[a])
+        pin, mix = self._pin[a], self._mix[a]
+        if pin is not None:
+            self.pin(layout, pin)
+        if mix is not None:
+            self.mark_mixing(layout, mix)
         self._defn[a] = layout
         self.version += 1
         return True
@@ -286,20 +287,21 @@ class AtomTable:
         return cat_layouts(left_parts), cat_layouts(right_parts)
 
     def split(self, layout: tuple, sizes: list[int]) -> list[tuple]:
-        """Cut a layout into consecutive pieces of the given sizes."""
-        pieces = []
+        """Cut a layout into consecutive pieces of the given sizes (a size-0 piece is a new empty atom)."""
+        if sum(sizes) != self.size(layout):
+            raise ValueError(f"pieces {sizes} do not add up to {self.size(layout)}")
+        pieces: list[tuple] = []
         rest = layout
-        for s in sizes[:-1]:
+        remaining = self.size(layout)
+        for s in sizes:
             if s == 0:
-                pieces.append(None)
-                continue
-            if s == self.size(rest):
+                pieces.append(self.new(0, pin="empty piece"))
+            elif s == remaining:
                 pieces.append(rest)
-                rest = None
-                continue
-            piece, rest = self.cut(rest, s)
-            pieces.append(piece)
-        pieces.append(rest)
+            else:
+                piece, rest = self.cut(rest, s)
+                pieces.append(piece)
+            remaining -= s
         return pieces
 
     def factor(self, layout: tuple, sizes: list[int], why: str = "reshape") -> list[tuple]:

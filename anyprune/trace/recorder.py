@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import torch
@@ -40,7 +41,7 @@ _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 def user_source_line(skip: int = 2) -> str:
     """``file:line`` of the innermost frame outside torch and anyprune."""
-    frame = sys._getframe(skip)
+    frame: FrameType | None = sys._getframe(skip)
     while frame is not None:
         fname = frame.f_code.co_filename
         if not (fname.startswith(_TORCH_DIR) or fname.startswith(_PKG_DIR)) or "/tests/" in fname:
@@ -188,7 +189,8 @@ class _MetaShadow:
             # a forward may cache tensors in plain attributes (e.g. anchor generators); those must not
             # stay meta tensors after the trace
             self.attrs.append((m, {k: v for k, v in m.__dict__.items() if k not in _SLOTS}))
-            for store in (m._parameters, m._buffers):
+            stores: tuple[dict[str, Any], ...] = (m._parameters, m._buffers)
+            for store in stores:
                 for name, t in store.items():
                     if t is None or t.is_meta:
                         continue

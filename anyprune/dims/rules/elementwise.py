@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ...trace.opgraph import Value
-from .registry import quiet_pin, register_dim_rule
+from .registry import quiet_pin, register_dim_rule, tensor_property
 
 __all__ = ["broadcast", "identity"]
 
@@ -83,8 +83,8 @@ register_dim_rule(
     _T.contiguous, _T.clone, torch.clone, _T.detach, _T.detach_, torch.detach, _T.to, _T.type, _T.type_as,
     _T.cpu, _T.cuda, _T.requires_grad_,
     F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
-    torch.dropout, torch.alpha_dropout, torch.feature_dropout, _T.data.__get__, _T.pin_memory,
-    _T.real.__get__, _T.imag.__get__, torch.real, torch.imag,
+    torch.dropout, torch.alpha_dropout, torch.feature_dropout, tensor_property("data"), _T.pin_memory,
+    tensor_property("real"), tensor_property("imag"), torch.real, torch.imag,
 )(identity)
 
 quiet_pin(

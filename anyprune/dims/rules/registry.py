@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -53,6 +54,11 @@ def register_dim_rule(*funcs: Callable, override: bool = False) -> Callable:
         return rule
 
     return deco
+
+
+def tensor_property(name: str) -> Callable:
+    """The ``__get__`` of a ``Tensor`` property (``T``, ``data``, ``real``) as the recorder sees it."""
+    return inspect.getattr_static(torch.Tensor, name).__get__
 
 
 def quiet_pin(reason: str, *funcs: Callable) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..layout import prod_layouts
-from .registry import PinDims, register_dim_rule
+from .registry import PinDims, register_dim_rule, tensor_property
 
 _T = torch.Tensor
 
@@ -65,11 +65,10 @@ register_dim_rule(
 
 
 @register_dim_rule(_T.permute, torch.permute)
-def permute(ctx, x, *dims, **kwargs) -> None:
-    if "dims" in kwargs:
-        dims = kwargs["dims"]
+def permute(ctx, x, *args, **kwargs) -> None:
+    dims = list(kwargs["dims"]) if "dims" in kwargs else list(args)
     if len(dims) == 1 and isinstance(dims[0], (list, tuple, torch.Size)):
-        dims = dims[0]
+        dims = list(dims[0])
     lays = ctx.layouts(x)
     ctx.set_output([lays[d % x.ndim] for d in dims])
 
@@ -83,10 +82,13 @@ def transpose(ctx, x, dim0, dim1) -> None:
     ctx.set_output(lays)
 
 
-@register_dim_rule(_T.t, torch.t, _T.T.__get__, _T.mT.__get__, _T.H.__get__, _T.mH.__get__)
+_REVERSING = (_T.t, torch.t, tensor_property("T"), tensor_property("H"))
+
+
+@register_dim_rule(*_REVERSING, tensor_property("mT"), tensor_property("mH"))
 def t(ctx, x, *args) -> None:
     lays = list(ctx.layouts(x))
-    if ctx.call.func == _T.T.__get__ or ctx.call.func == _T.H.__get__ or ctx.call.func in (_T.t, torch.t):
+    if any(ctx.call.func == f for f in _REVERSING):
         lays = lays[::-1]
     elif len(lays) >= 2:
         lays[-1], lays[-2] = lays[-2], lays[-1]

@@ -160,3 +160,19 @@ def test_group_norm_attributes_follow_pruning():
     by_size[2].prune(idxs=[0])  # one whole GroupNorm group
     assert (model.gn.num_groups, model.gn.num_channels, model.conv.out_channels) == (1, 4, 4)
     model(x)
+
+
+def test_oracle_catches_a_wrong_rule(monkeypatch):
+    """A rule that forgets to couple the operands of an add makes pruning break: verify must say so."""
+    from anyprune.dims.rules.registry import RULES
+
+    def forgetful_add(ctx, a, b, *args, **kwargs):
+        ctx.set_output(list(ctx.layouts(a)))
+
+    monkeypatch.setitem(RULES, torch.Tensor.add, forgetful_add)
+    monkeypatch.setitem(RULES, torch.Tensor.__add__, forgetful_add)
+    _, x, dg = build("residual")
+    g = find(dg, "stem.weight")
+    assert "branch.weight" not in {s.fqn for s in g.slices if s.dim == 0}
+    with pytest.raises(tp.VerificationError, match=r"no longer fits"):
+        tp.verify_group(dg, g, idxs=[0], example_inputs=x)

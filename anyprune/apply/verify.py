@@ -85,6 +85,10 @@ def verify_group(graph, group, idxs=None, example_inputs: Any = None, forward_fn
 
     Returns:
         A :class:`VerifyResult`; ``ok`` is False when shapes differ, or values differ for an exact group.
+
+    Raises:
+        VerificationError: the pruned model no longer runs; the message names the op and its source
+            line. The pruning is not undone (verify on a copy of the model to keep the original).
     """
     model = graph.model
     removed = group.removal(idxs)

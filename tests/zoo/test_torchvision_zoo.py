@@ -79,7 +79,7 @@ def test_oracle_float64(name):
         idxs = torch.randperm(n, generator=gen)[:k].tolist()
         res = tp.verify_group(dg, g, idxs=idxs, example_inputs=x, atol=1e-9, rtol=1e-7)
         assert res.shapes_match, f"{name}: shapes changed after pruning {g.root.fqn}"
-        if res.exact and zoo.ZOO[name] != "detection":
+        if res.exact:
             assert res.ok, f"{name}: group rooted at {g.root.fqn} is not mask-equivalent ({res.details})"
         checked += 1
     assert checked > 0

@@ -375,7 +375,7 @@ class DependencyGraph:
                 excluded.update(table.atoms(lay))
         types = tuple(root_module_types) if root_module_types is not None else None
         for a in list(self.index.by_atom):
-            if self.dims.atoms.find(a) != a or table._defn[a] is not None:
+            if not table.is_leaf(a):
                 continue
             if table.pin_reason(a) is not None or a in excluded or table.atom_size(a) < 2:
                 continue
@@ -400,7 +400,7 @@ class DependencyGraph:
         best = None
         for m in producers:
             for s in slices:
-                if s.module is m or (isinstance(s, LeafSlice) and s.module is m):
+                if s.module is m:
                     if table.norm(s.layout) == exact_layout:
                         return s
                     best = best or s

@@ -122,6 +122,10 @@ class AtomTable:
     def num_atoms(self) -> int:
         return len(self._parent)
 
+    def is_leaf(self, i: int) -> bool:
+        """True if ``i`` is its own representative and is not refined."""
+        return self.find(i) == i and self._defn[i] is None
+
     def leaves(self) -> list[int]:
         """Representative leaf atoms, in creation order."""
         return [i for i in range(len(self._parent)) if self._parent[i] == i and self._defn[i] is None]

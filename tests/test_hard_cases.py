@@ -176,3 +176,34 @@ def test_oracle_catches_a_wrong_rule(monkeypatch):
     assert "branch.weight" not in {s.fqn for s in g.slices if s.dim == 0}
     with pytest.raises(tp.VerificationError, match=r"no longer fits"):
         tp.verify_group(dg, g, idxs=[0], example_inputs=x)
+
+
+class ShuffleOneConv(torch.nn.Module):
+    """A shuffle of one conv's channels: ``view(n, 2, c // 2)``: the 2 is a constant of the code."""
+
+    def __init__(self, minus_one: bool) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 1)
+        self.head = torch.nn.Conv2d(8, 2, 1)
+        self.minus_one = minus_one
+
+    def forward(self, x):
+        y = self.conv(x)
+        n, c, h, w = y.shape
+        y = y.view(n, -1, 2, h, w) if self.minus_one else y.view(n, 2, c // 2, h, w)
+        return self.head(y.transpose(1, 2).reshape(n, c, h, w))
+
+
+@pytest.mark.parametrize("minus_one", [False, True])
+def test_literal_view_factors_are_pinned(minus_one):
+    model = ShuffleOneConv(minus_one).double().eval()
+    x = torch.randn(1, 3, 4, 4, dtype=torch.float64)
+    dg = tp.DependencyGraph().build_dependency(model, x)
+    groups = dg.groups()
+    # only the factor the code derives at run time (c // 2, or the -1) is prunable
+    assert [g.size for g in groups] == [4]
+    conv = next(s for s in groups[0].slices if s.fqn == "conv.weight" and s.dim == 0)
+    idx = dg.dims.atoms.index_of(conv.layout, groups[0].atoms[0]).tolist()
+    assert idx == ([0, 1, 2, 3, 0, 1, 2, 3] if not minus_one else [0, 0, 1, 1, 2, 2, 3, 3])
+    res = tp.verify_group(dg, groups[0], idxs=[1], example_inputs=x, atol=1e-10)
+    assert res.ok, res.details

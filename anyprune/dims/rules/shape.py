@@ -10,8 +10,15 @@ from .registry import PinDims, register_dim_rule, tensor_property
 _T = torch.Tensor
 
 
-def reshape_layouts(ctx, lays: list, in_shape: tuple, out_shape: tuple) -> list:
-    """Layouts of a row-major reshape from ``in_shape`` to ``out_shape``."""
+def reshape_layouts(ctx, lays: list, in_shape: tuple, out_shape: tuple, requested: list | None = None) -> list:
+    """Layouts of a row-major reshape from ``in_shape`` to ``out_shape``.
+
+    When one dim is split into several (``C -> (G, C // G)``), the sizes the code passed are constants
+    of the code, except at most one that it derives from the tensor's size at run time. ``requested``
+    (the sizes as written, ``-1`` included) tells which one when it holds a ``-1``; otherwise the
+    innermost factor is taken to be the derived one. The other factors are pinned: pruning them would
+    need the code's constant to change.
+    """
     out: list = [None] * len(out_shape)
     i = j = 0
     n_in, n_out = len(in_shape), len(out_shape)
@@ -48,13 +55,46 @@ def reshape_layouts(ctx, lays: list, in_shape: tuple, out_shape: tuple) -> list:
         merged = prod_layouts([lays[k] for k in ii])
         for k, lay in zip(jj, ctx.atoms.factor(merged, [out_shape[k] for k in jj], f"reshape at {ctx.call.source}")):
             out[k] = lay
+        if requested is not None and len(ii) == 1 and len(jj) > 1:
+            _pin_literal_factors(ctx, out, jj, out_shape, requested)
     return out
+
+
+def _pin_literal_factors(ctx, out: list, jj: list[int], out_shape: tuple, requested: list) -> None:
+    real = [k for k in jj if out_shape[k] > 1]
+    if len(real) < 2:
+        return
+    derived = [k for k in real if requested[k] == -1]
+    free = derived[0] if derived else real[-1]
+    for k in real:
+        if k != free:
+            ctx.pin(out[k], f"size {out_shape[k]} written as a constant in {ctx.call.name}")
+
+
+def _requested_shape(ctx, args: tuple, kwargs: dict, out_ndim: int) -> list | None:
+    """The sizes a view/reshape call was given (``-1`` kept), aligned with the output dims."""
+    func = ctx.call.func
+    if func in (_T.unflatten, torch.unflatten):
+        dim = kwargs.get("dim", args[0] if args else 0)
+        sizes = kwargs.get("sizes", args[1] if len(args) > 1 else ())
+        in_ndim = out_ndim - len(sizes) + 1
+        d = dim % in_ndim
+        shape = [None] * d + [int(s) for s in sizes]
+        return shape + [None] * (out_ndim - len(shape))
+    if func not in (_T.view, _T.reshape, torch.reshape):
+        return None
+    shape = kwargs.get("shape", args[0] if len(args) == 1 else args)
+    if isinstance(shape, (int, torch.SymInt)):
+        shape = (shape,)
+    shape = [int(s) for s in shape]
+    return shape if len(shape) == out_ndim else None
 
 
 def _reshape(ctx, x, *args, **kwargs) -> None:
     if any(isinstance(a, torch.dtype) for a in args) or isinstance(kwargs.get("dtype"), torch.dtype):
         raise PinDims("viewed as another dtype")
-    ctx.set_output(reshape_layouts(ctx, ctx.layouts(x), x.shape, ctx.out.shape))
+    requested = _requested_shape(ctx, args, kwargs, ctx.out.ndim)
+    ctx.set_output(reshape_layouts(ctx, ctx.layouts(x), x.shape, ctx.out.shape, requested))
 
 
 register_dim_rule(

@@ -79,15 +79,15 @@ def _requested_shape(ctx, args: tuple, kwargs: dict, out_ndim: int) -> list | No
         sizes = kwargs.get("sizes", args[1] if len(args) > 1 else ())
         in_ndim = out_ndim - len(sizes) + 1
         d = dim % in_ndim
-        shape = [None] * d + [int(s) for s in sizes]
-        return shape + [None] * (out_ndim - len(shape))
+        placed: list[int | None] = [None] * d + [int(s) for s in sizes]
+        return placed + [None] * (out_ndim - len(placed))
     if func not in (_T.view, _T.reshape, torch.reshape):
         return None
-    shape = kwargs.get("shape", args[0] if len(args) == 1 else args)
-    if isinstance(shape, (int, torch.SymInt)):
-        shape = (shape,)
-    shape = [int(s) for s in shape]
-    return shape if len(shape) == out_ndim else None
+    given = kwargs.get("shape", args[0] if len(args) == 1 else args)
+    if isinstance(given, (int, torch.SymInt)):
+        given = (given,)
+    sizes_given = [int(s) for s in given]
+    return sizes_given if len(sizes_given) == out_ndim else None
 
 
 def _reshape(ctx, x, *args, **kwargs) -> None:

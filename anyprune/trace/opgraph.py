@@ -26,7 +26,7 @@ __all__ = ["Value", "Call", "OpGraph", "VALUE_KINDS", "func_name", "map_tensors"
 VALUE_KINDS = ("input", "param", "buffer", "const", "tensor")
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class Value:
     """A traced tensor (see the module docstring for the kinds)."""
 

@@ -32,7 +32,6 @@ __all__ = ["trace", "run_model", "user_source_line", "paused_gc"]
 
 log = logging.getLogger(__name__)
 
-_SLOTS = ("_parameters", "_buffers", "_modules")
 _NOT_TENSORS = (int, float, bool, torch.Size, torch.dtype, torch.device, type(None))
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
@@ -188,7 +187,7 @@ class _MetaShadow:
         for m in self.modules:
             # a forward may cache tensors in plain attributes (e.g. anchor generators); those must not
             # stay meta tensors after the trace
-            self.attrs.append((m, {k: v for k, v in m.__dict__.items() if k not in _SLOTS}))
+            self.attrs.append((m, dict(m.__dict__)))
             stores: tuple[dict[str, Any], ...] = (m._parameters, m._buffers)
             for store in stores:
                 for name, t in store.items():
@@ -208,8 +207,9 @@ class _MetaShadow:
         for store, name, t in reversed(self.saved):
             store[name] = t
         for m, attrs in self.attrs:
-            for k in [k for k in m.__dict__ if k not in _SLOTS and k not in attrs]:
-                del m.__dict__[k]
+            if m.__dict__.keys() != attrs.keys():
+                for k in [k for k in m.__dict__ if k not in attrs]:
+                    del m.__dict__[k]
             m.__dict__.update(attrs)
         self.saved.clear()
         self.attrs.clear()
@@ -334,7 +334,8 @@ def _trace(model, named_modules, example_inputs, forward_fn, output_transform, l
         for h in handles:
             h.remove()
         for m, flag in modes.items():
-            m.training = flag
+            if m.training is not flag:
+                m.training = flag
         with torch.no_grad():
             for b, saved in snapshot:
                 if b.shape == saved.shape:

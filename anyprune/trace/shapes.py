@@ -46,6 +46,18 @@ _ADAPTIVE = {F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2, F.adaptive_avg_
              torch.adaptive_avg_pool1d: 1}
 
 
+def _broadcast(a: torch.Size, b: torch.Size) -> list[int] | None:
+    n = max(len(a), len(b))
+    out = []
+    for i in range(n):
+        x = a[i - n + len(a)] if i - n + len(a) >= 0 else 1
+        y = b[i - n + len(b)] if i - n + len(b) >= 0 else 1
+        if x != y and x != 1 and y != 1:
+            return None
+        out.append(y if x == 1 else x)
+    return out
+
+
 def _inplace(args: tuple, kwargs: dict) -> bool:
     return bool(kwargs.get("inplace")) or any(a is True for a in args[1:])
 
@@ -93,12 +105,12 @@ def fast_meta_result(func: Callable, args: tuple, kwargs: dict) -> torch.Tensor 
             if isinstance(b, torch.Tensor):
                 if not b.is_floating_point() or (b.dtype != a.dtype and b.ndim > 0):
                     return None
-                shape = torch.broadcast_shapes(a.shape, b.shape)
+                shape = _broadcast(a.shape, b.shape)
             elif isinstance(b, (int, float)) and not isinstance(b, bool):
-                shape = a.shape
+                shape = list(a.shape)
             else:
                 return None
-            return torch.empty(shape, dtype=a.dtype, device="meta")
+            return None if shape is None else torch.empty(shape, dtype=a.dtype, device="meta")
         if func in (torch.cat, torch.concat):
             tensors = args[0] if args else kwargs.get("tensors")
             dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)

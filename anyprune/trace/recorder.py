@@ -38,12 +38,23 @@ _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
+_INTERNAL: dict[str, bool] = {}
+
+
+def _internal(fname: str) -> bool:
+    hit = _INTERNAL.get(fname)
+    if hit is None:
+        hit = (fname.startswith(_TORCH_DIR) or fname.startswith(_PKG_DIR)) and "/tests/" not in fname
+        _INTERNAL[fname] = hit
+    return hit
+
+
 def user_source_line(skip: int = 2) -> str:
     """``file:line`` of the innermost frame outside torch and anyprune."""
     frame: FrameType | None = sys._getframe(skip)
     while frame is not None:
         fname = frame.f_code.co_filename
-        if not (fname.startswith(_TORCH_DIR) or fname.startswith(_PKG_DIR)) or "/tests/" in fname:
+        if not _internal(fname):
             return f"{fname}:{frame.f_lineno}"
         frame = frame.f_back
     return "<unknown>"
@@ -110,25 +121,27 @@ class _Recorder(TorchFunctionMode):
         return out
 
     def record(self, func: Callable, args: tuple, kwargs: dict, out: Any, leaf_module: str | None = None) -> None:
-        in_tensors = iter_tensors((args, kwargs))
-        out_tensors = iter_tensors(out)
         inplace_target = None
-        if func is torch.Tensor.__setitem__ and in_tensors:
+        if func is torch.Tensor.__setitem__ and isinstance(args[0], torch.Tensor):
             inplace_target = args[0]
             out_tensors = [args[0]]
-            out = args[0]
+        else:
+            out_tensors = iter_tensors(out)
         if not out_tensors:
             return
-        in_ids = {id(t) for t in in_tensors}
-        inputs = []
-        seen: set[int] = set()
-        for t in in_tensors:
+        in_ids: set[int] = set()
+        inputs: list[Value] = []
+
+        def to_value(t: torch.Tensor) -> Value:
             v = self.value_of(t)
-            if v.index not in seen:
-                seen.add(v.index)
-                inputs.append(v)
-        c_args = map_tensors(args, lambda t: self.by_id[id(t)])
-        c_kwargs = map_tensors(kwargs, lambda t: self.by_id[id(t)])
+            if id(t) not in in_ids:
+                in_ids.add(id(t))
+                if v not in inputs:
+                    inputs.append(v)
+            return v
+
+        c_args = map_tensors(args, to_value)
+        c_kwargs = map_tensors(kwargs, to_value) if kwargs else {}
         call = Call(len(self.graph.calls), func, c_args, c_kwargs, inputs, [], user_source_line(3), leaf_module)
         outputs: list[Value] = []
         out_values: dict[int, Value] = {}

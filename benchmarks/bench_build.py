@@ -322,7 +322,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="builds per model and library (median reported)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads in each child (0: torch's default)")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per model and library")
+    parser.add_argument("--timeout", type=float, default=120, help="seconds allowed per model and library")
     parser.add_argument("--no-write", action="store_true", help=f"do not update {DOCS.relative_to(ROOT)}")
     args = parser.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]

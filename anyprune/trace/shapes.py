@@ -12,6 +12,7 @@ dilation, ...) falls through to torch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -138,6 +139,21 @@ def fast_meta_result(func: Callable, args: tuple, kwargs: dict) -> torch.Tensor 
                 return None
             shape = _conv_shape(x, w, n, stride, padding, dilation)
             return None if shape is None else torch.empty(shape, dtype=x.dtype, device="meta")
+        if func is F.interpolate:
+            x = args[0]
+            size = kwargs.get("size", args[1] if len(args) > 1 else None)
+            scale = kwargs.get("scale_factor", args[2] if len(args) > 2 else None)
+            k = x.ndim - 2
+            if not x.is_floating_point() or k < 1:
+                return None
+            if size is not None:
+                out = _tuple(size, k)
+            elif scale is not None:
+                factors = (float(scale),) * k if isinstance(scale, (int, float)) else tuple(float(f) for f in scale)
+                out = tuple(math.floor(x.shape[2 + i] * factors[i]) for i in range(k))
+            else:
+                return None
+            return torch.empty([*x.shape[:2], *out], dtype=x.dtype, device="meta")
         n = _ADAPTIVE.get(func)
         if n is not None:
             x = args[0]

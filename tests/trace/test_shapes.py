@@ -1,0 +1,44 @@
+"""The fast meta shapes agree with real execution."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from anyprune.trace.shapes import fast_meta_result
+
+x4 = torch.randn(2, 3, 9, 7)
+w = torch.randn(5, 3, 3, 2)
+CASES = [
+    (F.interpolate, (x4,), {"scale_factor": 1.7, "mode": "bilinear"}),
+    (F.interpolate, (x4,), {"scale_factor": (0.5, 2.0)}),
+    (F.interpolate, (x4, (4, 5)), {}),
+    (F.interpolate, (torch.randn(1, 2, 5),), {"scale_factor": 3}),
+    (torch.conv2d, (x4, w), {"stride": 2, "padding": 1, "dilation": (2, 1)}),
+    (torch.conv2d, (x4, w, None, 1, "valid"), {}),
+    (torch.conv1d, (torch.randn(2, 3, 11), torch.randn(4, 3, 3), None, 2, 1), {}),
+    (F.adaptive_avg_pool2d, (x4, (3, 1)), {}),
+    (torch.cat, ([x4, torch.randn(2, 5, 9, 7)], 1), {}),
+    (torch.Tensor.add, (x4, torch.randn(3, 1, 1)), {}),
+    (torch.Tensor.mul, (torch.randn(3, 1, 7), torch.randn(2, 1, 9, 1)), {}),
+    (F.batch_norm, (x4, torch.zeros(3), torch.ones(3)), {}),
+    (F.relu, (x4,), {"inplace": True}),
+]
+
+
+@pytest.mark.parametrize(("func", "args", "kwargs"), CASES, ids=lambda c: getattr(c, "__name__", "") or None)
+def test_fast_meta_shape_matches_real(func, args, kwargs):
+    real = func(*[a.clone() if isinstance(a, torch.Tensor) else a for a in args], **kwargs)
+    meta_args = [a.to("meta") if isinstance(a, torch.Tensor) else
+                 [t.to("meta") for t in a] if isinstance(a, list) else a for a in args]
+    fast = fast_meta_result(func, tuple(meta_args), kwargs)
+    assert fast is not None, f"{func} not covered"
+    assert fast.is_meta
+    assert fast.shape == real.shape
+    assert fast.dtype == real.dtype
+
+
+def test_uncovered_ops_fall_through():
+    assert fast_meta_result(torch.topk, (x4.to("meta"), 2), {}) is None
+    assert fast_meta_result(torch.Tensor.add, (x4.to("meta").long(), 1), {}) is None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -26,6 +26,8 @@ from .trace.recorder import paused_gc, trace
 __all__ = ["DependencyGraph", "DEFAULT_ROOT_TYPES"]
 
 DEFAULT_ROOT_TYPES: tuple[type, ...] = (nn.modules.conv._ConvNd, nn.Linear)
+
+_V = TypeVar("_V")
 
 
 class DependencyGraph:
@@ -54,33 +56,31 @@ class DependencyGraph:
         self._module_outputs: dict[nn.Module, list[tuple]] = {}
 
     # ------------------------------------------------------------ state
+    @staticmethod
+    def _built(value: _V | None) -> _V:
+        if value is None:
+            raise ConfigError("call build_dependency(model, example_inputs) first")
+        return value
+
     @property
     def model(self) -> nn.Module:
         """The model the graph was built for."""
-        if self._model is None:
-            raise ConfigError("call build_dependency(model, example_inputs) first")
-        return self._model
+        return self._built(self._model)
 
     @property
     def ops(self) -> OpGraph:
         """The traced op graph."""
-        if self._ops is None:
-            raise ConfigError("call build_dependency(model, example_inputs) first")
-        return self._ops
+        return self._built(self._ops)
 
     @property
     def dims(self) -> DimGraph:
         """The dimension graph."""
-        if self._dims is None:
-            raise ConfigError("call build_dependency(model, example_inputs) first")
-        return self._dims
+        return self._built(self._dims)
 
     @property
     def index(self) -> GroupIndex:
         """Which parameter slices each atom reaches."""
-        if self._index is None:
-            raise ConfigError("call build_dependency(model, example_inputs) first")
-        return self._index
+        return self._built(self._index)
 
     # ------------------------------------------------------------- build
     def build_dependency(
@@ -246,8 +246,7 @@ class DependencyGraph:
         return None
 
     def _require_built(self) -> None:
-        if self._dims is None:
-            raise ConfigError("call build_dependency(model, example_inputs) first")
+        self._built(self._dims)
 
     # ------------------------------------------------------------- groups
     def get_pruning_group(self, module: Any, pruning_fn: Callable, idxs) -> Group:

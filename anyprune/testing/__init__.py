@@ -1,4 +1,4 @@
-"""Test helpers shipped with the package: toy models per hard case, the zoo registry, the oracle."""
+"""Test helpers shipped with the package: one toy model per hard case and the torchvision zoo registry."""
 
 from __future__ import annotations
 

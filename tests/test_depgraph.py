@@ -95,7 +95,8 @@ def test_interactive_style_loop(resnet):
     for group in dg.get_all_groups(root_module_types=[nn.Conv2d]):
         dep, idxs = group[0]
         assert isinstance(dep.target.module, nn.Conv2d)
-        assert idxs == list(range(group.size)) or group.root.fqn
+        assert dep.target.module.weight is group.root.tensor
+        assert idxs == list(range(group.size)), f"{group.root.fqn}: root positions must cover the whole unit"
         group.prune(idxs=[0])
     assert model(x).shape == (1, 1000)
     assert len(dg.pruning_history()) == 12

@@ -7,7 +7,7 @@ the Torch-Pruning (DepGraph) API.
 
 from __future__ import annotations
 
-from . import dims, errors, functional, importance, pruner, trace
+from . import dims, errors, functional, importance, integrations, pruner, trace
 from .apply.verify import VerifyResult, verify_forward, verify_group
 from .depgraph import DependencyGraph
 from .dims.rules import register_dim_rule
@@ -36,6 +36,7 @@ from .functional import (
     prune_prelu_in_channels,
     prune_prelu_out_channels,
 )
+from .integrations import register_module_updater, unregister_module_updater
 from .utils import count_ops_and_params
 
 __version__ = "0.1.0"
@@ -53,6 +54,7 @@ __all__ = [
     "errors",
     "functional",
     "importance",
+    "integrations",
     "prune_batchnorm_in_channels",
     "prune_batchnorm_out_channels",
     "prune_conv_in_channels",
@@ -77,7 +79,9 @@ __all__ = [
     "prune_prelu_out_channels",
     "pruner",
     "register_dim_rule",
+    "register_module_updater",
     "trace",
+    "unregister_module_updater",
     "utils",
     "verify_forward",
     "verify_group",

@@ -14,12 +14,14 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from .apply.attributes import AttributeSync
 from .apply.slicing import apply_removal, validate_indices
 from .apply.transaction import Transaction
 from .dims.dimgraph import DimGraph
 from .errors import ConfigError, PinnedDimWarning, PruningError
 from .functional import PruningFunction, handler_for, prune_parameter_out_channels, root_dim
 from .groups.group import Dependency, Group, GroupIndex, LeafSlice, Node, ParamSlice
+from .integrations.registry import extra_root_types, managed_types
 from .trace.opgraph import OpGraph
 from .trace.recorder import paused_gc, trace
 
@@ -130,11 +132,12 @@ class DependencyGraph:
         for n, m in self._module_names_list:
             self._module_names.setdefault(m, n)
         self._ops = trace(model, example_inputs, forward_fn, output_transform,
-                          leaf_modules=tuple(self.customized_pruners))
+                          leaf_modules=tuple(self.customized_pruners), scope_modules=managed_types(model))
         dims = DimGraph(self.ops, model, modules={n: m for n, m in self._module_names_list})
         dims.leaf_pruners = dict(self.customized_pruners)
         dims.run_rules()
         self._dims = dims
+        self._attrs = AttributeSync(model, self._module_names_list, dims)
         self._collect_module_outputs()
         for m in ignored:
             for lay in self._outputs_of(m):
@@ -364,7 +367,8 @@ class DependencyGraph:
         Args:
             ignored_layers: modules (or types) whose output dims are skipped.
             root_module_types: keep groups whose atom is an output dim of a module of one of these types;
-                ``None`` keeps every group.
+                ``None`` keeps every group. The default (convolutions and linear layers) also admits the
+                projection types that integrations declare (e.g. Hugging Face ``Conv1D``).
         """
         self._require_built()
         table = self.dims.atoms
@@ -373,6 +377,8 @@ class DependencyGraph:
             for lay in self._outputs_of(m):
                 excluded.update(table.atoms(lay))
         types = tuple(root_module_types) if root_module_types is not None else None
+        if root_module_types is DEFAULT_ROOT_TYPES:
+            types = DEFAULT_ROOT_TYPES + extra_root_types(self.model)
         for a in list(self.index.by_atom):
             if not table.is_leaf(a):
                 continue
@@ -423,9 +429,11 @@ class DependencyGraph:
         atoms = list(removed)
         slices = self.index.slices_of(atoms)
         bindings = self.index.bindings_of(atoms)
+        counts = {a: int(m.sum()) for a, m in removed.items()}
         with Transaction() as tx:
             apply_removal(table, slices, bindings, removed, tx)
-        table.shrink({a: int(m.sum()) for a, m in removed.items()})
+            self._attrs.apply(counts, tx)
+        table.shrink(counts)
         for s in slices:
             if isinstance(s, ParamSlice):
                 s.value.shape = tuple(s.tensor.shape)

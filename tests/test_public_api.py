@@ -17,11 +17,12 @@ SEED_FUNCTIONS = [
 
 def test_all_is_pinned():
     assert len(SEED_FUNCTIONS) == 22
-    for name in [*SEED_FUNCTIONS, "DependencyGraph", "pruner", "utils", "register_dim_rule", "verify_group"]:
+    public = ["DependencyGraph", "pruner", "utils", "register_dim_rule", "register_module_updater", "verify_group"]
+    for name in [*SEED_FUNCTIONS, *public]:
         assert name in anyprune.__all__, name
         assert hasattr(anyprune, name), name
     assert sorted(anyprune.__all__) == sorted(set(anyprune.__all__))
-    assert len(anyprune.__all__) == 40
+    assert len(anyprune.__all__) == 43
 
 
 def test_import_is_lean():

@@ -92,6 +92,19 @@ class RuleContext:
     def pin(self, layout: tuple, reason: str) -> None:
         self.atoms.pin(layout, f"{reason} ({self.where})")
 
+    def constant(self, layout: tuple, reason: str) -> None:
+        """A size the code wrote as a constant (a ``view`` factor, a ``split`` size, an ``expand`` size).
+
+        Pinned, unless the call runs inside the forward of a module with a registered attribute updater
+        (:func:`anyprune.register_module_updater`): there the constant comes from an attribute the
+        updater keeps in sync, so the dim stays prunable and is recorded in :attr:`DimGraph.released`.
+        """
+        scope = self.call.scope
+        if scope is None:
+            self.pin(layout, reason)
+        else:
+            self.graph.released.append(Released(scope, layout, self.atoms.size(layout), f"{reason} ({self.where})"))
+
     def mix(self, layout: tuple, reason: str) -> None:
         self.atoms.mark_mixing(layout, f"{reason} ({self.where})")
 
@@ -106,6 +119,16 @@ class RuleContext:
         return f"{self.call.name} at {self.call.source}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Released:
+    """A constant size left prunable because module ``scope`` has an attribute updater."""
+
+    scope: str
+    layout: tuple
+    value: int
+    reason: str
+
+
 class DimGraph:
     """Layouts of all dimensions of an :class:`~anyprune.trace.opgraph.OpGraph`."""
 
@@ -116,6 +139,7 @@ class DimGraph:
         self.atoms = AtomTable()
         self._layouts: dict[int, list] = {}
         self.bindings: list[Binding] = []
+        self.released: list[Released] = []
         self.unknown: dict[str, list[str]] = {}
         self.failed_rules: dict[str, str] = {}
         if modules is None:

@@ -72,6 +72,7 @@ class Call:
     source: str
     leaf_module: str | None = None
     view_base: Value | None = None  # set when an in-place op writes through a view of this value
+    scope: str | None = None  # the innermost module with a registered attribute updater running this call
 
     @property
     def name(self) -> str:

@@ -86,6 +86,7 @@ class _Recorder(TorchFunctionMode):
         self.by_id: dict[int, Value] = {}
         self.alive: list[torch.Tensor] = []
         self.suspended = 0
+        self.scopes: list[str | None] = []
 
     # ----------------------------------------------------------- values
     def value_of(self, t: torch.Tensor) -> Value:
@@ -142,7 +143,8 @@ class _Recorder(TorchFunctionMode):
 
         c_args = map_tensors(args, to_value)
         c_kwargs = map_tensors(kwargs, to_value) if kwargs else {}
-        call = Call(len(self.graph.calls), func, c_args, c_kwargs, inputs, [], user_source_line(3), leaf_module)
+        call = Call(len(self.graph.calls), func, c_args, c_kwargs, inputs, [], user_source_line(3), leaf_module,
+                    scope=self.scopes[-1] if self.scopes else None)
         outputs: list[Value] = []
         out_values: dict[int, Value] = {}
         for t in out_tensors:
@@ -252,6 +254,7 @@ def trace(
     output_transform: Callable | None = None,
     leaf_modules: tuple[type, ...] = (),
     compute: str = "auto",
+    scope_modules: tuple[type, ...] = (),
 ) -> OpGraph:
     """Run ``model`` once on ``example_inputs`` and record an :class:`OpGraph`.
 
@@ -264,6 +267,8 @@ def trace(
             outputs too (and pinned like them).
         leaf_modules: module types recorded as one call each (their insides are
             not traced), for layers handled by customized pruners.
+        scope_modules: module types whose forward sets :attr:`Call.scope` of
+            the calls it makes (modules with a registered attribute updater).
         compute: ``"meta"`` runs the forward on meta twins of the parameters and
             inputs (shapes only, no arithmetic); ``"real"`` runs it as it is;
             ``"auto"`` (default) tries meta and falls back to real when the model
@@ -288,20 +293,21 @@ def trace(
     on_meta = all(t is None or t.is_meta for m in modules for t in (*m._parameters.values(), *m._buffers.values()))
     if compute == "real" or on_meta:
         return _trace(model, named_modules, example_inputs, forward_fn, output_transform, leaf_modules,
-                      fast_meta=on_meta)
+                      fast_meta=on_meta, scope_modules=scope_modules)
     try:
         with _MetaShadow(modules):
             return _trace(model, named_modules, _to_meta(example_inputs), forward_fn, output_transform,
-                          leaf_modules, fast_meta=True)
+                          leaf_modules, fast_meta=True, scope_modules=scope_modules)
     except TraceError as err:
         if compute == "meta":
             raise
         log.debug("tracing on meta failed (%s); tracing with real values", err.__cause__)
-    return _trace(model, named_modules, example_inputs, forward_fn, output_transform, leaf_modules)
+    return _trace(model, named_modules, example_inputs, forward_fn, output_transform, leaf_modules,
+                  scope_modules=scope_modules)
 
 
 def _trace(model, named_modules, example_inputs, forward_fn, output_transform, leaf_modules,
-           fast_meta: bool = False) -> OpGraph:
+           fast_meta: bool = False, scope_modules: tuple[type, ...] = ()) -> OpGraph:
     graph = OpGraph()
     rec = _Recorder(graph, _named_tensors(named_modules), fast_meta)
     for t in iter_tensors(example_inputs):
@@ -326,6 +332,21 @@ def _trace(model, named_modules, example_inputs, forward_fn, output_transform, l
             if isinstance(m, leaf_modules):
                 handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
                 handles.append(m.register_forward_hook(post_hook, with_kwargs=True))
+
+    if scope_modules:
+        # every module pushes a scope: its own name if it has an updater, else None (a module without an
+        # updater ends the scope of the module that calls it)
+        scope_names = {m: n for n, m in reversed(named_modules)}
+
+        def enter(mod, args):
+            rec.scopes.append(scope_names.get(mod) if isinstance(mod, scope_modules) else None)
+
+        def leave(mod, args, out):
+            if rec.scopes:
+                rec.scopes.pop()
+
+        handles.append(torch.nn.modules.module.register_module_forward_pre_hook(enter))
+        handles.append(torch.nn.modules.module.register_module_forward_hook(leave, always_call=True))
 
     buffers = {id(b): b for _, m in named_modules for b in m._buffers.values() if b is not None and not b.is_meta}
     snapshot = [(b, b.detach().clone()) for b in buffers.values()]

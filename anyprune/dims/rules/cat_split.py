@@ -68,10 +68,26 @@ def chunk(ctx, x, chunks, dim=0) -> None:
 @register_dim_rule(torch.split, _T.split, torch.split_with_sizes, _T.split_with_sizes, torch.tensor_split,
                    _T.tensor_split)
 def split(ctx, x, split_size_or_sections, dim=0) -> None:
-    """Split sizes are literals that pruning cannot update: the split dim is pinned."""
+    """Split sizes are constants of the code: the split dim is pinned.
+
+    Inside a module with an attribute updater the sizes are released instead; a split into equal
+    pieces (``qkv.split(self.split_size)``) keeps its pieces equal, as the single size requires.
+    """
     d = dim % x.ndim
-    _pieces(ctx, x, d)
-    ctx.pin(ctx.layouts(x)[d], f"split by literal sizes {split_size_or_sections!r}")
+    pieces = _pieces(ctx, x, d)
+    why = f"split by literal sizes {split_size_or_sections!r}"
+    if ctx.call.scope is None or ctx.call.func in (torch.tensor_split, _T.tensor_split):
+        ctx.pin(ctx.layouts(x)[d], why)
+        return
+    sizes = [ctx.atoms.size(p) for p in pieces]
+    if isinstance(split_size_or_sections, int):
+        if len(set(sizes)) > 1:
+            ctx.pin(ctx.layouts(x)[d], f"{why}: pieces of unequal size")
+            return
+        for p in pieces[1:]:
+            ctx.unify(pieces[0], p)
+    for p in pieces:
+        ctx.constant(p, why)
 
 
 @register_dim_rule(torch.unbind, _T.unbind)

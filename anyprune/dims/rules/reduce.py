@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ...trace.opgraph import Value
+from .elementwise import broadcast
 from .registry import register_dim_rule
 
 _T = torch.Tensor
@@ -12,6 +14,9 @@ _T = torch.Tensor
 
 def _reduce(exact: bool):
     def rule(ctx, x, *args, **kwargs) -> None:
+        if (args and isinstance(args[0], Value)) or isinstance(kwargs.get("other"), Value):
+            broadcast(ctx, x, *args, **kwargs)  # torch.max(a, b) and friends are elementwise
+            return
         dim = kwargs.get("dim", args[0] if args and not isinstance(args[0], (bool, torch.dtype)) else None)
         kwargs.get("keepdim", args[1] if len(args) > 1 and isinstance(args[1], bool) else False)
         lays = ctx.layouts(x)

@@ -68,7 +68,7 @@ def _pin_literal_factors(ctx, out: list, jj: list[int], out_shape: tuple, reques
     free = derived[0] if derived else real[-1]
     for k in real:
         if k != free:
-            ctx.pin(out[k], f"size {out_shape[k]} written as a constant in {ctx.call.name}")
+            ctx.constant(out[k], f"size {out_shape[k]} written as a constant in {ctx.call.name}")
 
 
 def _requested_shape(ctx, args: tuple, kwargs: dict, out_ndim: int) -> list | None:
@@ -160,7 +160,9 @@ def expand(ctx, x, *args, **kwargs) -> None:
         if x.shape[d] == out_shape[lead + d]:
             out.append(lays[d])
         else:
-            out.append(ctx.new(out_shape[lead + d], pin="dim expanded from size 1"))
+            grown = ctx.new(out_shape[lead + d])
+            ctx.constant(grown, "dim expanded from size 1")
+            out.append(grown)
     ctx.set_output(out)
 
 
@@ -184,8 +186,10 @@ def _slice_layout(ctx, lay, size: int, sl: slice):
     start, stop, step = sl.indices(size)
     if step == 1 and start == 0 and stop == size:
         return lay
-    if step != 1 or stop <= start:
-        ctx.pin(lay, f"strided or empty slice {sl}")
+    if stop <= start:
+        return ctx.new(0, pin="empty slice")  # selects nothing: couples nothing
+    if step != 1:
+        ctx.pin(lay, f"strided slice {sl}")
         return ctx.new(len(range(start, stop, step)), pin="strided slice")
     rest = lay
     if start > 0:

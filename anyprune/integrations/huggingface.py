@@ -1,0 +1,277 @@
+"""Hugging Face ``transformers``: attention/MLP attributes and the model ``config``.
+
+Attention modules of ``transformers`` view their projections as ``(…, -1,
+head_dim)`` and read ``head_dim``, ``num_key_value_groups``, ``split_size`` (and
+a few others) from attributes. One updater covers them by attribute name:
+``head_dim`` is the innermost factor of the attention's output projection input
+(``o_proj``/``out_proj``/``c_proj``/``o``) or, where the module has none (BERT),
+of its query projection output; head counts follow from the projections' sizes.
+The model-level updater keeps ``config`` (``num_attention_heads``,
+``num_key_value_heads``, ``head_dim``, ``intermediate_size``, ``hidden_size``)
+in sync while all layers stay uniform; when they differ it writes the common
+fields it can and records the per-layer values in ``config.pruned_layers``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from torch import nn
+
+from .registry import ROOT_TYPES, Sizes, register_module_updater
+
+# (module path, class names) of attention modules; extend with register_module_updater(<class>, hf_attention)
+ATTENTION: dict[str, tuple[str, ...]] = {
+    "transformers.models.llama.modeling_llama": ("LlamaAttention",),
+    "transformers.models.qwen2.modeling_qwen2": ("Qwen2Attention",),
+    "transformers.models.qwen3.modeling_qwen3": ("Qwen3Attention",),
+    "transformers.models.mistral.modeling_mistral": ("MistralAttention",),
+    "transformers.models.mixtral.modeling_mixtral": ("MixtralAttention",),
+    "transformers.models.gemma.modeling_gemma": ("GemmaAttention",),
+    "transformers.models.phi3.modeling_phi3": ("Phi3Attention",),
+    "transformers.models.bert.modeling_bert": ("BertSelfAttention", "BertCrossAttention"),
+    "transformers.models.roberta.modeling_roberta": ("RobertaSelfAttention", "RobertaCrossAttention"),
+    "transformers.models.vit.modeling_vit": ("ViTSelfAttention", "ViTAttention"),
+    "transformers.models.gpt2.modeling_gpt2": ("GPT2Attention",),
+    "transformers.models.t5.modeling_t5": ("T5Attention",),
+    "transformers.models.clip.modeling_clip": ("CLIPAttention",),
+    "transformers.models.swin.modeling_swin": ("SwinSelfAttention", "SwinAttention"),
+}
+
+# attention modules whose forward reads head counts from ``self.config``
+CONFIG_READERS = {"Phi3Attention"}
+
+_OUT = ("o_proj", "out_proj", "c_proj", "o", "dense")
+_Q = ("q_proj", "query", "q", "c_attn", "qkv_proj")
+_K = ("k_proj", "key", "k")
+_HEAD_DIM = ("head_dim", "attention_head_size", "key_value_proj_dim")
+_HEADS = ("num_heads", "num_attention_heads", "n_heads")
+
+
+def _proj(module: nn.Module, names: tuple[str, ...]) -> tuple[str, nn.Module] | None:
+    for n in names:
+        m = getattr(module, n, None)
+        if isinstance(m, nn.Module) and isinstance(getattr(m, "weight", None), nn.Parameter):
+            return n, m
+    return None
+
+
+def _out_dim(m: nn.Module) -> int:
+    """Weight dim holding a projection's outputs (HF ``Conv1D`` stores ``[in, out]``)."""
+    return 1 if type(m).__name__ == "Conv1D" else 0
+
+
+def attention_sizes(module: nn.Module, sizes: Sizes) -> tuple[int, int, int | None]:
+    """``(num_heads, head_dim, num_key_value_heads or None)`` of an attention module after the step."""
+    out = _proj(module, _OUT)
+    if out is not None and out[0] != "dense":
+        name, m = out
+        w = f"{name}.weight"
+        in_dim = 1 - _out_dim(m)
+        factors = sizes.factors(w, in_dim)
+        total = sizes.size(w, in_dim)
+    else:
+        q = _proj(module, _Q)
+        if q is None:
+            raise AttributeError(f"{type(module).__name__}: no output or query projection found")
+        name, m = q
+        factors = sizes.factors(f"{name}.weight", _out_dim(m))
+        total = sizes.size(f"{name}.weight", _out_dim(m))
+    head_dim = factors[-1]
+    if head_dim <= 0 or total % head_dim:
+        raise ValueError(f"{type(module).__name__}: projection size {total} is not a multiple of {head_dim}")
+    heads = total // head_dim
+    kv = None
+    k = _proj(module, _K)
+    if k is not None:
+        kv = sizes.size(f"{k[0]}.weight", _out_dim(k[1])) // head_dim
+    elif hasattr(module, "qkv_proj"):
+        qkv = sizes.size("qkv_proj.weight", 0)
+        kv = (qkv - heads * head_dim) // (2 * head_dim)
+    return heads, head_dim, kv
+
+
+def hf_attention(module: nn.Module, sizes: Sizes) -> dict[str, Any]:
+    """New size attributes of a Hugging Face attention module."""
+    heads, head_dim, kv = attention_sizes(module, sizes)
+    new: dict[str, Any] = {}
+    for a in _HEAD_DIM:
+        if hasattr(module, a):
+            new[a] = head_dim
+    for a in _HEADS:
+        if isinstance(getattr(module, a, None), int):
+            new[a] = heads
+    if kv is not None:
+        if hasattr(module, "num_key_value_heads"):
+            new["num_key_value_heads"] = kv
+        if hasattr(module, "num_key_value_groups"):
+            new["num_key_value_groups"] = heads // kv
+    if hasattr(module, "all_head_size"):
+        new["all_head_size"] = heads * head_dim
+    if hasattr(module, "inner_dim"):
+        new["inner_dim"] = heads * head_dim
+    if hasattr(module, "split_size"):
+        new["split_size"] = heads * head_dim
+    if isinstance(getattr(module, "embed_dim", None), int):
+        out = _proj(module, _OUT)
+        if out is not None:
+            new["embed_dim"] = sizes.size(f"{out[0]}.weight", _out_dim(out[1]))
+    return new
+
+
+def hf_mlp(module: nn.Module, sizes: Sizes) -> dict[str, Any]:
+    new: dict[str, Any] = {}
+    for name in ("gate_proj", "up_proj", "fc1", "c_fc"):
+        m = getattr(module, name, None)
+        if isinstance(m, nn.Module) and hasattr(module, "intermediate_size"):
+            new["intermediate_size"] = sizes.size(f"{name}.weight", _out_dim(m))
+            break
+    if hasattr(module, "hidden_size"):
+        for name in ("down_proj", "fc2", "c_proj"):
+            m = getattr(module, name, None)
+            if isinstance(m, nn.Module):
+                new["hidden_size"] = sizes.size(f"{name}.weight", _out_dim(m))
+                break
+    return new
+
+
+# ------------------------------------------------------------------ config
+_MLP_IN = {"gate_proj": 1, "up_proj": 1, "fc1": 1, "c_fc": 1, "wi": 1, "wi_0": 1, "gate_up_proj": 2}
+_INTERMEDIATE_PARENTS = ("intermediate",)
+
+
+def _uniform(values: list) -> Any:
+    return values[0] if values and all(v == values[0] for v in values) else None
+
+
+def layer_structure(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Per-module sizes a config describes: attention heads, head_dim, KV heads; MLP widths."""
+    out: dict[str, dict[str, int]] = {}
+    for name, m in model.named_modules():
+        cls = type(m).__name__
+        if any(cls in names for names in ATTENTION.values()) and _proj(m, _Q + _OUT) is not None:
+            sizes = Sizes(m, "", lambda fqn, d: None, lambda lay: 0, lambda lay: [])
+            try:
+                heads, hd, kv = _current_attention(m, sizes)
+            except (AttributeError, ValueError):
+                continue
+            rec = {"num_attention_heads": heads, "head_dim": hd}
+            if kv is not None:
+                rec["num_key_value_heads"] = kv
+            out[name] = rec
+        leaf = name.rpartition(".")[2]
+        if leaf in _MLP_IN and isinstance(getattr(m, "weight", None), nn.Parameter):
+            w = m.weight
+            width = w.shape[_out_dim(m)] // _MLP_IN[leaf]
+            out.setdefault(name, {})["intermediate_size"] = int(width)
+        if leaf == "dense" and name.rpartition(".")[0].endswith(_INTERMEDIATE_PARENTS):
+            out.setdefault(name, {})["intermediate_size"] = int(m.weight.shape[0])
+    return out
+
+
+def _current_attention(m: nn.Module, sizes: Sizes) -> tuple[int, int, int | None]:
+    hd = next((getattr(m, a) for a in _HEAD_DIM if isinstance(getattr(m, a, None), int)), None)
+    heads = next((getattr(m, a) for a in _HEADS if isinstance(getattr(m, a, None), int)), None)
+    if hd is None:
+        raise AttributeError("no head_dim attribute")
+    if heads is None:
+        q = _proj(m, _Q)
+        if q is None or q[0] == "qkv_proj":
+            raise AttributeError("no head count")
+        weight: Any = q[1].weight
+        heads = int(weight.shape[_out_dim(q[1])]) // hd
+    kv = getattr(m, "num_key_value_heads", None)
+    if kv is None and hasattr(m, "num_key_value_groups"):
+        kv = heads // m.num_key_value_groups
+    return heads, hd, kv
+
+
+def _hidden_size(model: nn.Module) -> int | None:
+    get = getattr(model, "get_input_embeddings", None)
+    emb = get() if callable(get) else None
+    if isinstance(emb, nn.Embedding):
+        return int(emb.embedding_dim)
+    conv = emb if isinstance(emb, nn.Conv2d) else getattr(emb, "projection", None)
+    if isinstance(conv, nn.Conv2d):
+        return int(conv.out_channels)
+    return None
+
+
+def hf_model(model: nn.Module, sizes: Sizes) -> dict[str, Any]:
+    """Config fields for the pruned structure (module updaters have already run in this step)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return {}
+    layers = layer_structure(model)
+    new: dict[str, Any] = {}
+    per_layer: dict[str, dict[str, int]] = {}
+    keys = {k for rec in layers.values() for k in rec}
+    field = {"num_attention_heads": "num_attention_heads", "num_key_value_heads": "num_key_value_heads",
+             "head_dim": "head_dim", "intermediate_size": "intermediate_size"}
+    if hasattr(config, "d_kv"):
+        field["head_dim"] = "d_kv"
+    if hasattr(config, "d_ff"):
+        field["intermediate_size"] = "d_ff"
+    if hasattr(config, "n_inner"):
+        field["intermediate_size"] = "n_inner"
+    for key in sorted(keys):
+        attr = field[key]
+        current = getattr(config, attr, None)
+        implied = None
+        if current is None and key == "head_dim":
+            heads = _uniform([r["num_attention_heads"] for r in layers.values() if "num_attention_heads" in r])
+            hidden = _hidden_size(model) or getattr(config, "hidden_size", None)
+            implied = hidden // heads if isinstance(heads, int) and isinstance(hidden, int) and heads else None
+        if current is None and attr == "n_inner":
+            hidden = getattr(config, "hidden_size", None)
+            implied = 4 * hidden if isinstance(hidden, int) else None
+        if not isinstance(current, int) and implied is None:
+            continue  # not a single size in this config (e.g. one value per stage)
+        values = [rec[key] for rec in layers.values() if key in rec]
+        common = _uniform(values)
+        if common is None:
+            for name, rec in layers.items():
+                if key in rec:
+                    per_layer.setdefault(name, {})[attr] = rec[key]
+            continue
+        if common != (current if current is not None else implied):
+            new[f"config.{attr}"] = common
+    hidden = _hidden_size(model)
+    if hidden is not None and getattr(config, "hidden_size", hidden) != hidden:
+        new["config.hidden_size"] = hidden
+    if per_layer or getattr(config, "pruned_layers", None):
+        if getattr(config, "pruned_layers", None) != per_layer:
+            new["config.pruned_layers"] = per_layer or None
+    return new
+
+
+def _phi3_config(module: nn.Module, sizes: Sizes) -> dict[str, Any]:
+    """Phi-3 reads ``config.num_attention_heads`` in forward: a layer that differs gets its own config."""
+    new = hf_attention(module, sizes)
+    heads = new.get("num_heads") or sizes.size("o_proj.weight", 1) // new["head_dim"]
+    config: Any = module.config
+    if config.num_attention_heads != heads:
+        own = copy.copy(config)
+        own.num_attention_heads = heads
+        new["config"] = own
+    return new
+
+
+def conv1d(module: nn.Module, sizes: Sizes) -> dict[str, Any]:
+    """``Conv1D`` (GPT-2) reshapes its output with ``self.nf``."""
+    return {"nf": sizes.size("weight", 1)}
+
+
+def register() -> None:
+    ROOT_TYPES.add("transformers.pytorch_utils.Conv1D")
+    register_module_updater("transformers.pytorch_utils.Conv1D", conv1d)
+    for mod, names in ATTENTION.items():
+        for n in names:
+            fn = _phi3_config if n in CONFIG_READERS else hf_attention
+            register_module_updater(f"{mod}.{n}", fn)
+    for mod, n in (("transformers.models.llama.modeling_llama", "LlamaMLP"),
+                   ("transformers.models.qwen2.modeling_qwen2", "Qwen2MLP"),
+                   ("transformers.models.mistral.modeling_mistral", "MistralMLP")):
+        register_module_updater(f"{mod}.{n}", hf_mlp)
+    register_module_updater("transformers.modeling_utils.PreTrainedModel", hf_model, model_level=True)

@@ -89,11 +89,12 @@ class AttributeSync:
                     table.unify(a, b, f"sizes kept equal by {type(m).__name__}")
 
     def _unify_released(self) -> None:
-        """Constants of equal value in one module's forward come from one attribute: they move together."""
+        """Constants of equal value in the same slot of one module's forward (e.g. the last size of the
+        q, k and v views) come from one attribute: they move together."""
         table = self.dims.atoms
-        first: dict[tuple[str, int], tuple] = {}
+        first: dict[tuple, tuple] = {}
         for r in self.dims.released:
-            key = (r.scope, r.value)
+            key = (r.scope, r.value, r.slot)
             if key in first:
                 table.unify(first[key], r.layout, f"the constant {r.value} in {r.scope or 'the model'}")
             else:

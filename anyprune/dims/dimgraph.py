@@ -92,18 +92,21 @@ class RuleContext:
     def pin(self, layout: tuple, reason: str) -> None:
         self.atoms.pin(layout, f"{reason} ({self.where})")
 
-    def constant(self, layout: tuple, reason: str) -> None:
+    def constant(self, layout: tuple, reason: str, slot: tuple = ()) -> None:
         """A size the code wrote as a constant (a ``view`` factor, a ``split`` size, an ``expand`` size).
 
         Pinned, unless the call runs inside the forward of a module with a registered attribute updater
         (:func:`anyprune.register_module_updater`): there the constant comes from an attribute the
         updater keeps in sync, so the dim stays prunable and is recorded in :attr:`DimGraph.released`.
+        ``slot`` says where the constant sits (e.g. ``("reshape", rank, position from the end)``):
+        constants of one module with equal value and slot are taken to be one attribute.
         """
         scope = self.call.scope
         if scope is None:
             self.pin(layout, reason)
         else:
-            self.graph.released.append(Released(scope, layout, self.atoms.size(layout), f"{reason} ({self.where})"))
+            self.graph.released.append(
+                Released(scope, layout, self.atoms.size(layout), f"{reason} ({self.where})", slot))
 
     def mix(self, layout: tuple, reason: str) -> None:
         self.atoms.mark_mixing(layout, f"{reason} ({self.where})")
@@ -127,6 +130,7 @@ class Released:
     layout: tuple
     value: int
     reason: str
+    slot: tuple = ()
 
 
 class DimGraph:

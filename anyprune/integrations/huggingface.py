@@ -176,11 +176,16 @@ def _current_attention(m: nn.Module, sizes: Sizes) -> tuple[int, int, int | None
     if hd is None:
         raise AttributeError("no head_dim attribute")
     if heads is None:
+        out = _proj(m, _OUT)
         q = _proj(m, _Q)
-        if q is None or q[0] == "qkv_proj":
+        if out is not None and out[0] != "dense":
+            weight: Any = out[1].weight
+            heads = int(weight.shape[1 - _out_dim(out[1])]) // hd
+        elif q is not None and q[0] != "qkv_proj":
+            weight = q[1].weight
+            heads = int(weight.shape[_out_dim(q[1])]) // hd
+        else:
             raise AttributeError("no head count")
-        weight: Any = q[1].weight
-        heads = int(weight.shape[_out_dim(q[1])]) // hd
     kv = getattr(m, "num_key_value_heads", None)
     if kv is None and hasattr(m, "num_key_value_groups"):
         kv = heads // m.num_key_value_groups
@@ -244,6 +249,22 @@ def hf_model(model: nn.Module, sizes: Sizes) -> dict[str, Any]:
         if getattr(config, "pruned_layers", None) != per_layer:
             new["config.pruned_layers"] = per_layer or None
     return new
+
+
+def config_matches(model: nn.Module) -> bool:
+    """Whether a fresh model built from ``model.config`` has the parameter shapes of ``model``.
+
+    Built on the meta device (no memory, no initialisation cost). False for models whose config cannot
+    describe the pruned structure (e.g. BERT, GPT-2 and CLIP derive head_dim from hidden_size, so pruned
+    heads with an unpruned hidden size have no config form) or whose layers differ.
+    """
+    import torch
+
+    with torch.device("meta"):
+        fresh = type(model)(copy.deepcopy(model.config))
+    mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+    return mine == theirs
 
 
 def _phi3_config(module: nn.Module, sizes: Sizes) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def multi_head_attention_forward(ctx, query, key, value, embed_dim_to_check, num
     e = q[-1]
     heads, _head_dim = ctx.atoms.factor(e, [num_heads, query.shape[-1] // num_heads],
                                         f"attention heads at {ctx.call.source}")
-    ctx.constant(heads, "num_heads passed to multi_head_attention_forward")
+    ctx.constant(heads, "num_heads passed to multi_head_attention_forward", ("num_heads",))
     if not use_separate_proj_weight:
         ctx.unify(k[-1], e)
         ctx.unify(v[-1], e)

@@ -87,7 +87,7 @@ def split(ctx, x, split_size_or_sections, dim=0) -> None:
         for p in pieces[1:]:
             ctx.unify(pieces[0], p)
     for p in pieces:
-        ctx.constant(p, why)
+        ctx.constant(p, why, ("split", d - x.ndim))
 
 
 @register_dim_rule(torch.unbind, _T.unbind)

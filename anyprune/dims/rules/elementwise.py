@@ -91,7 +91,7 @@ quiet_pin(
     "data-dependent indexing",
     torch.topk, _T.topk, torch.sort, _T.sort, torch.argsort, _T.argsort, torch.nonzero, _T.nonzero,
     torch.unique, _T.unique, torch.argmax, _T.argmax, torch.argmin, _T.argmin, torch.searchsorted,
-    torch.bincount, torch.multinomial, _T.__getitem__, _T.__setitem__, torch.index_select, _T.index_select,
+    torch.bincount, torch.multinomial, _T.__getitem__, _T.__setitem__,
     torch.gather, _T.gather, torch.masked_select, _T.masked_select, _T.index_put_, _T.index_put,
     torch.take, _T.tolist, _T.item, _T.scatter, _T.scatter_, torch.scatter, _T.scatter_add_,
 )

@@ -68,7 +68,8 @@ def _pin_literal_factors(ctx, out: list, jj: list[int], out_shape: tuple, reques
     free = derived[0] if derived else real[-1]
     for k in real:
         if k != free:
-            ctx.constant(out[k], f"size {out_shape[k]} written as a constant in {ctx.call.name}")
+            ctx.constant(out[k], f"size {out_shape[k]} written as a constant in {ctx.call.name}",
+                         ("reshape", len(out_shape), k - len(out_shape)))
 
 
 def _requested_shape(ctx, args: tuple, kwargs: dict, out_ndim: int) -> list | None:
@@ -161,7 +162,7 @@ def expand(ctx, x, *args, **kwargs) -> None:
             out.append(lays[d])
         else:
             grown = ctx.new(out_shape[lead + d])
-            ctx.constant(grown, "dim expanded from size 1")
+            ctx.constant(grown, "dim expanded from size 1", ("expand", len(out_shape), lead + d - len(out_shape)))
             out.append(grown)
     ctx.set_output(out)
 
@@ -204,6 +205,11 @@ def getitem(ctx, x, index) -> None:
     from ...trace.opgraph import Value
 
     idx = index if isinstance(index, tuple) else (index,)
+    tensors = [k for k, i in enumerate(idx) if isinstance(i, Value)]
+    if len(tensors) == 1 and not any(isinstance(i, list) or i is None for i in idx) and \
+            not idx[tensors[0]].dtype.is_floating_point and idx[tensors[0]].dtype != torch.bool:
+        _gather_by_index(ctx, x, idx, tensors[0])
+        return
     if any(isinstance(i, (Value, list)) or (i is not None and not isinstance(i, (int, slice, type(Ellipsis))))
            for i in idx):
         raise PinDims("indexed by a tensor (advanced indexing)")
@@ -226,6 +232,30 @@ def getitem(ctx, x, index) -> None:
             d += 1
     out.extend(lays[d:])
     ctx.set_output(out)
+
+
+def _gather_by_index(ctx, x, idx: tuple, k: int) -> None:
+    """``x[..., index_tensor, ...]`` with one integer index tensor and full slices elsewhere (e.g. a
+    relative-position bias table indexed by a buffer): the indexed dim is replaced by the index's dims
+    (position for position) and pinned; the other dims pass through."""
+    n_real = sum(1 for i in idx if i is not Ellipsis)
+    where = k if Ellipsis not in idx[:k] else x.ndim - (n_real - k)
+    for i in idx:
+        if isinstance(i, slice) and i != slice(None):
+            raise PinDims("advanced indexing combined with a partial slice")
+    lays = ctx.layouts(x)
+    ctx.pin(lays[where], "gathered by an index tensor")
+    index = idx[k]
+    ctx.set_output([*lays[:where], *ctx.layouts(index), *lays[where + 1:]])
+
+
+@register_dim_rule(_T.index_select, torch.index_select)
+def index_select(ctx, x, dim, index) -> None:
+    lays = list(ctx.layouts(x))
+    d = dim % x.ndim
+    ctx.pin(lays[d], "gathered by an index tensor")
+    lays[d] = ctx.layouts(index)[0] if index.ndim == 1 else ctx.new(ctx.out.shape[d], pin="index_select")
+    ctx.set_output(lays)
 
 
 @register_dim_rule(_T.narrow, torch.narrow)

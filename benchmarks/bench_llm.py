@@ -1,0 +1,188 @@
+"""Benchmark graph building and pruning on Llama-shaped models: anyprune vs. Torch-Pruning.
+
+Two cases, each (library, case) pair in its own freshly spawned process:
+
+* ``llama3-70b-meta``: a Llama-3-70B-shaped config (80 layers, hidden 8192, 64 heads, 8 KV heads,
+  intermediate 28672, vocab 128256) built on the ``meta`` device; time of
+  ``DependencyGraph().build_dependency(model, input_ids)`` and of listing its groups, and the process's peak
+  RSS (imports included);
+* ``llama-2L-4096``: a 2-layer Llama of width 4096 (32 heads, 8 KV heads, intermediate 14336, vocab 32000)
+  with real random weights (float32); time of building the graph plus pruning half of every layer's MLP
+  (``get_pruning_group(mlp.gate_proj, prune_linear_out_channels, first half)`` then ``group.prune()``),
+  then a forward pass checks the pruned model.
+
+Torch-Pruning (the optional PyPI package ``torch-pruning``) runs the same calls where it can. Results are
+printed as markdown and written to ``docs/benchmarks.md`` between ``<!-- bench_llm:start -->`` and
+``<!-- bench_llm:end -->``.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_llm.py [--cases llama-2L-4096] [--repeat 3] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- bench_llm:start -->", "<!-- bench_llm:end -->"
+MB = 2**20
+CASES = ("llama3-70b-meta", "llama-2L-4096")
+
+
+def _peak_rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _config(case: str):
+    from transformers import LlamaConfig
+
+    if case == "llama3-70b-meta":
+        return LlamaConfig(vocab_size=128256, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+                           num_attention_heads=64, num_key_value_heads=8, max_position_embeddings=8192,
+                           rope_theta=500000.0)
+    return LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=2,
+                       num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=4096)
+
+
+def _measure(lib: str, case: str, repeat: int, threads: int) -> dict[str, Any]:
+    import warnings
+
+    import torch
+    from transformers import LlamaForCausalLM
+
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(threads)
+    if lib == "anyprune":
+        import anyprune as tpl
+    else:
+        try:
+            import torch_pruning as tpl  # type: ignore[no-redef]
+        except Exception as e:  # optional
+            return {"error": f"unavailable: {type(e).__name__}"}
+    cfg = _config(case)
+    on_meta = case.endswith("meta")
+    times: list[float] = []
+    groups = None
+    note = ""
+    for _ in range(repeat if not on_meta else 1):
+        torch.manual_seed(0)
+        if on_meta:
+            with torch.device("meta"):
+                model = LlamaForCausalLM(cfg)
+            ids = torch.randint(0, 1000, (1, 16)).to("meta")
+        else:
+            model = LlamaForCausalLM(cfg).eval()
+            ids = torch.randint(0, 1000, (1, 16))
+        t0 = time.perf_counter()
+        try:
+            if lib == "anyprune":
+                dg = tpl.DependencyGraph().build_dependency(model, ids, output_transform=lambda o: o.logits)
+            else:
+                dg = tpl.DependencyGraph().build_dependency(model, example_inputs=ids,
+                                                            output_transform=lambda o: o.logits)
+            if on_meta:
+                groups = len(list(dg.get_all_groups()))
+            else:
+                for layer in model.model.layers:
+                    n = layer.mlp.gate_proj.out_features
+                    g = dg.get_pruning_group(layer.mlp.gate_proj, tpl.prune_linear_out_channels,
+                                             idxs=list(range(n // 2)))
+                    g.prune()
+        except Exception as e:
+            return {"error": f"{type(e).__name__}: {str(e)[:120]}"}
+        times.append(time.perf_counter() - t0)
+        if not on_meta:
+            with torch.no_grad():
+                out = model(ids).logits
+            assert out.shape == (1, 16, cfg.vocab_size)
+            widths = {layer.mlp.down_proj.in_features for layer in model.model.layers}
+            note = f"MLP {cfg.intermediate_size} -> {sorted(widths)}"
+        del model
+    return {"time": statistics.median(times), "groups": groups, "rss": _peak_rss(), "note": note}
+
+
+def _child(lib, case, repeat, threads, q) -> None:
+    try:
+        q.put(_measure(lib, case, repeat, threads))
+    except BaseException as e:  # report, never hang the parent
+        q.put({"error": f"{type(e).__name__}: {str(e)[:120]}"})
+
+
+def run(lib: str, case: str, repeat: int, threads: int, timeout: float) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=(lib, case, repeat, threads, q))
+    p.start()
+    p.join(timeout)
+    if p.is_alive():
+        p.kill()
+        p.join()
+        return {"error": f"timed out after {timeout:.0f} s"}
+    try:
+        return q.get(timeout=5)
+    except Exception:
+        return {"error": f"process exited with code {p.exitcode}"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    rows = []
+    for case in args.cases.split(","):
+        res = {lib: run(lib, case, args.repeat, args.threads, args.timeout) for lib in ("anyprune", "torch_pruning")}
+        rows.append((case, res))
+        print(case, res, flush=True)
+
+    def cell(r: dict) -> str:
+        return r["error"] if "error" in r else f"{r['time'] * 1000:.0f} ms"
+
+    lines = [
+        f"Llama graph build and pruning ({datetime.date.today()}, {platform.machine()}, Python "
+        f"{platform.python_version()}, {args.threads} thread(s), median of {args.repeat} where real weights; "
+        "each library in its own process).",
+        "",
+        "| case | anyprune | torch-pruning | ratio | anyprune peak RSS | torch-pruning peak RSS | notes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for case, res in rows:
+        a, t = res["anyprune"], res["torch_pruning"]
+        ratio = f"{t['time'] / a['time']:.1f}x" if "time" in a and "time" in t else "-"
+        rss = [f"{r['rss'] / MB:.0f} MB" if "rss" in r else "-" for r in (a, t)]
+        notes = "; ".join(x for x in (a.get("note", ""), f"{a['groups']} groups" if a.get("groups") else "") if x)
+        lines.append(f"| {case} | {cell(a)} | {cell(t)} | {ratio} | {rss[0]} | {rss[1]} | {notes} |")
+    table = "\n".join(lines)
+    print(table)
+    if not args.no_write:
+        text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+        block = f"{START}\n{table}\n{END}"
+        if START in text and END in text:
+            text = text[: text.index(START)] + block + text[text.index(END) + len(END):]
+        else:
+            text = text.rstrip() + "\n\n## Llama graph build and pruning\n\n" + block + "\n"
+        DOCS.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

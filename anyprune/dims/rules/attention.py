@@ -99,6 +99,7 @@ def multi_head_attention_forward(ctx, query, key, value, embed_dim_to_check, num
             ctx.unify(ctx.layouts(extra)[-1], e)
     ow = ctx.layouts(out_proj_weight)
     ctx.unify(ow[1], e)
+    ctx.unify(ow[0], e)  # nn.MultiheadAttention is square (its fast path assumes out_proj: embed -> embed)
     if out_proj_bias is not None:
         ctx.unify(ctx.layouts(out_proj_bias)[0], ow[0])
     # sequence/batch dims

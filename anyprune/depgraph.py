@@ -56,6 +56,7 @@ class DependencyGraph:
         self._module_names: dict[nn.Module, str] = {}
         self._producers: dict[int, list[nn.Module]] = {}
         self._module_outputs: dict[nn.Module, list[tuple]] = {}
+        self._example: tuple[Any, Callable | None, Callable | None] | None = None
 
     # ------------------------------------------------------------ state
     @staticmethod
@@ -138,6 +139,7 @@ class DependencyGraph:
         dims.run_rules()
         self._dims = dims
         self._attrs = AttributeSync(model, self._module_names_list, dims)
+        self._example = (example_inputs, forward_fn, output_transform)
         self._collect_module_outputs()
         for m in ignored:
             for lay in self._outputs_of(m):
@@ -457,6 +459,34 @@ class DependencyGraph:
                 n = table.size(s.layout)
                 if s.tensor.shape[s.dim] != n:
                     raise ValueError(f"{s.fqn} dim {s.dim} has size {s.tensor.shape[s.dim]}, its layout {n}")
+
+    def verify(self, example_inputs: Any = None) -> Any:
+        """Re-run the model after pruning and check it still fits: returns its outputs.
+
+        Runs on ``example_inputs`` (default: the inputs the graph was built with; on a model on the
+        ``meta`` device only shapes are computed). Raises :class:`~anyprune.VerificationError` naming the
+        op (and its source line) that no longer fits, or saying which output changed its shape.
+        """
+        self._require_built()
+        from .apply.verify import verify_forward
+        from .errors import VerificationError
+        from .trace.opgraph import iter_tensors
+
+        assert self._example is not None
+        inputs, forward_fn, transform = self._example
+        if example_inputs is not None:
+            inputs = example_inputs
+        out = verify_forward(self.model, inputs, forward_fn)
+        if example_inputs is None:
+            traced = (out, transform(out)) if transform is not None else out
+            got = list({id(t): t for t in iter_tensors(traced)}.values())
+            for k, (t, v) in enumerate(zip(got, self.ops.outputs)):
+                if tuple(t.shape) != tuple(v.shape):
+                    raise VerificationError(
+                        f"output {k} has shape {tuple(t.shape)} after pruning, {tuple(v.shape)} before; a dim that "
+                        "reaches the output was pruned"
+                    )
+        return out
 
     def pruning_history(self) -> list[tuple[str, Any, list[int]]]:
         """``(root parameter, dim, indices)`` for every group pruned through this graph, in order."""

@@ -311,3 +311,15 @@ def test_attention_with_an_unknown_op_warns_once_and_the_rest_prunes():
         g.prune(idxs=list(range(g.size // 2)))
     assert model(torch.randn(1, 6, 8)).shape == (1, 6, 3)
     assert model.mlp[0].out_features == 16
+
+
+def test_graph_verify_reruns_and_names_the_op(gqa_updater):
+    model = GQA(gqa="repeat_kv").eval()
+    dg = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 16))
+    g = next(g for g in dg.groups() if g.size == 4)
+    g.prune(idxs=[0])
+    assert dg.verify().shape == (1, 3, 16)
+    assert dg.verify(torch.randn(2, 6, 16)).shape == (2, 6, 16)
+    model.n_rep = 4  # a stale attribute: the re-run must name the op that no longer fits
+    with pytest.raises(tp.VerificationError, match=r"Tensor\.reshape|F\.scaled_dot_product_attention"):
+        dg.verify()

@@ -230,3 +230,18 @@ def test_uneven_layers_recorded_in_config():
     }
     model._zoo_name = "hf_llama"
     assert _run(model, _new_inputs("hf_llama")).shape == (2, 5, 96)
+
+
+def test_identical_layers_cost_the_same():
+    """Graph size (calls, atoms, groups) grows by the same amount for every decoder layer added."""
+    counts = []
+    for layers in (2, 4, 8):
+        with torch.device("meta"):
+            model = Z.build("hf_llama", attn="sdpa", num_hidden_layers=layers)
+        ids = torch.zeros(1, 5, dtype=torch.long, device="meta")
+        dg = tp.DependencyGraph().build_dependency(model, ids, output_transform=Z.output_transform("hf_llama"))
+        counts.append((len(dg.ops.calls), dg.dims.atoms.num_atoms, len(dg.groups())))
+    per_layer_a = [(b - a) / 2 for a, b in zip(counts[0], counts[1])]
+    per_layer_b = [(b - a) / 4 for a, b in zip(counts[1], counts[2])]
+    assert per_layer_a == per_layer_b
+    assert per_layer_a[2] == 3  # KV heads, query heads per KV head and MLP width: three groups per layer

@@ -461,7 +461,8 @@ class DependencyGraph:
                     raise ValueError(f"{s.fqn} dim {s.dim} has size {s.tensor.shape[s.dim]}, its layout {n}")
 
     def verify(self, example_inputs: Any = None) -> Any:
-        """Re-run the model after pruning and check it still fits: returns its outputs.
+        """Re-run the model after pruning and check it still fits: returns its outputs (through the graph's
+        ``output_transform``, if it has one).
 
         Runs on ``example_inputs`` (default: the inputs the graph was built with; on a model on the
         ``meta`` device only shapes are computed). Raises :class:`~anyprune.VerificationError` naming the
@@ -486,7 +487,7 @@ class DependencyGraph:
                         f"output {k} has shape {tuple(t.shape)} after pruning, {tuple(v.shape)} before; a dim that "
                         "reaches the output was pruned"
                     )
-        return out
+        return transform(out) if transform is not None else out
 
     def pruning_history(self) -> list[tuple[str, Any, list[int]]]:
         """``(root parameter, dim, indices)`` for every group pruned through this graph, in order."""

@@ -184,6 +184,36 @@ class Group:
         return [r for a in self.atoms if (r := self.table.mix_reason(a)) is not None]
 
     @property
+    def structure(self) -> str:
+        """What one unit of the group is: ``"heads"`` (an outer factor of a product layout: whole attention
+        heads, KV groups, query heads per KV head, conv groups), ``"head_dim"`` (the innermost factor: the same
+        position in every head or group) or ``"channels"`` (plain channels/features)."""
+        table = self.table
+        mine = set(self.atoms)
+        found = "channels"
+
+        def walk(node, role: str) -> None:
+            nonlocal found
+            if node[0] == "a":
+                if node[1] in mine and role != "channels" and (found == "channels" or role == "heads"):
+                    found = role
+                return
+            kids = node[1]
+            for k, kid in enumerate(kids):
+                if node[0] == "p":
+                    walk(kid, "head_dim" if k == len(kids) - 1 and role != "heads" else "heads")
+                else:
+                    walk(kid, role)
+
+        for sl in self.slices:
+            lay = table.norm(sl.layout)
+            if lay[0] == "p":
+                walk(lay, "channels")
+            if found == "heads":
+                break
+        return found
+
+    @property
     def idxs(self) -> list[int] | None:
         return None if self._root_positions is None else self._root_positions.tolist()
 

@@ -4,10 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # torch/torchvision pinned so pip never picks another build
-TEST_DEPS := torch==2.14.1 torchvision==0.29.1 pytest ruff mypy transformers==5.24.0 timm==1.0.31
+TEST_DEPS := torch==2.14.1 torchvision==0.29.1 pytest ruff mypy hypothesis transformers==5.24.0 timm==1.0.31
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-fast demo lint bench clean
+.PHONY: test test-fast fuzz bad-inputs-doc demo lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not zoo and not slow"
+
+# the long profile of the property tests (failing examples are kept in .hypothesis/)
+fuzz: $(STAMP)
+	ANYPRUNE_FUZZ=long $(PY) -m pytest -q tests/fuzz
+
+bad-inputs-doc: $(STAMP)
+	ANYPRUNE_WRITE_DOCS=1 $(PY) -m pytest -q tests/test_bad_inputs.py -k doc_is_in_sync
 
 demo: $(STAMP)
 	$(PY) -m anyprune.demo

@@ -117,6 +117,9 @@ class DependencyGraph:
         """
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        for name, fn in (("forward_fn", forward_fn), ("output_transform", output_transform)):
+            if fn is not None and not callable(fn):
+                raise ConfigError(f"{name} must be a callable or None, got {type(fn).__name__}")
         with paused_gc():
             self._build(model, example_inputs, forward_fn, output_transform, unwrapped_parameters, customized_pruners,
                         ignored_layers)
@@ -198,6 +201,11 @@ class DependencyGraph:
             return []
         if isinstance(ignored_layers, (nn.Module, type)):
             ignored_layers = [ignored_layers]
+        if isinstance(ignored_layers, (str, torch.Tensor)) or not isinstance(ignored_layers, Iterable):
+            raise ConfigError(
+                f"ignored_layers must be a list of modules, module types or parameters, got "
+                f"{type(ignored_layers).__name__}"
+            )
         modules = list(model.modules())
         ids = {id(m) for m in modules}
         params = {id(p) for p in model.parameters()}
@@ -350,6 +358,7 @@ class DependencyGraph:
 
     def check_pruning_group(self, group: Group) -> bool:
         """True if pruning the group keeps every dim at least one wide (and touches no pinned dim)."""
+        self._check_group(group, "check_pruning_group")
         try:
             removed = group.removal()
         except PruningError:
@@ -361,6 +370,14 @@ class DependencyGraph:
             if bool(table.removal_mask(s.layout, removed).all()):
                 return False
         return True
+
+    def _check_group(self, group: Any, what: str) -> None:
+        self._require_built()
+        if not isinstance(group, Group):
+            raise ConfigError(f"{what} expects a Group (from get_pruning_group or get_all_groups), "
+                              f"got {type(group).__name__}")
+        if group._owner is not self:
+            raise ConfigError(f"{what}: the group comes from another DependencyGraph; use the graph that made it")
 
     def get_all_groups(self, ignored_layers: Iterable | None = None,
                        root_module_types: Iterable[type] | None = DEFAULT_ROOT_TYPES) -> Iterator[Group]:
@@ -378,7 +395,16 @@ class DependencyGraph:
         for m in self._resolve_ignored(self.model, ignored_layers):
             for lay in self._outputs_of(m):
                 excluded.update(table.atoms(lay))
-        types = tuple(root_module_types) if root_module_types is not None else None
+        types = None
+        if root_module_types is not None:
+            items = [root_module_types] if isinstance(root_module_types, type) else root_module_types
+            if not isinstance(items, Iterable) or isinstance(items, str) or \
+                    not all(isinstance(t, type) for t in items):
+                raise ConfigError(
+                    f"root_module_types must be a list of module types (e.g. [nn.Conv2d, nn.Linear]) or None, "
+                    f"got {root_module_types!r}"
+                )
+            types = tuple(items)
         if root_module_types is DEFAULT_ROOT_TYPES:
             types = DEFAULT_ROOT_TYPES + extra_root_types(self.model)
         for a in list(self.index.by_atom):

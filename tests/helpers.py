@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import collections
+
 import torch
 
 import anyprune as tp
+
+# what the reliability tests checked (fuzzing, fault injection), reported at the end of the run
+STATS: collections.Counter[str] = collections.Counter()
 
 
 def structure(dg: tp.DependencyGraph, group) -> dict[tuple[str, int], str]:

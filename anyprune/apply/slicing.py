@@ -20,6 +20,9 @@ def validate_indices(idxs: Any, n: int, what: str) -> torch.Tensor:
             raise PruningError(f"{what}: pass integer indices, not a boolean mask (use mask.nonzero())")
         if idxs.is_floating_point() or idxs.is_complex():
             raise PruningError(f"{what}: indices must be ints, got a {idxs.dtype} tensor")
+        if idxs.ndim != 1:
+            raise PruningError(f"{what}: indices must be a 1-D tensor or a list, got a tensor of shape "
+                               f"{tuple(idxs.shape)}")
         t = idxs.detach().to("cpu", torch.long).flatten()
     else:
         try:

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-from ..errors import VerificationError
+from ..errors import ConfigError, VerificationError
 from ..trace.opgraph import func_name, iter_tensors
-from ..trace.recorder import run_model, user_source_line
+from ..trace.recorder import model_failed, run_model, user_source_line
 
 __all__ = ["VerifyResult", "verify_forward", "verify_group", "mask_group"]
 
@@ -52,6 +52,8 @@ class _Watch(TorchFunctionMode):
 
 def verify_forward(model: torch.nn.Module, example_inputs: Any, forward_fn: Callable | None = None) -> Any:
     """Run the model; if it fails, raise :class:`VerificationError` naming the op and its source line."""
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(f"verify_forward: model must be a torch.nn.Module, got {type(model).__name__}")
     with torch.no_grad(), _Watch():
         return run_model(model, example_inputs, forward_fn)
 
@@ -90,12 +92,23 @@ def verify_group(graph, group, idxs=None, example_inputs: Any = None, forward_fn
         VerificationError: the pruned model no longer runs; the message names the op and its source
             line. The pruning is not undone (verify on a copy of the model to keep the original).
     """
+    from ..depgraph import DependencyGraph
+
+    if not isinstance(graph, DependencyGraph):
+        raise ConfigError(f"verify_group: graph must be a DependencyGraph, got {type(graph).__name__}")
+    graph._check_group(group, "verify_group")
+    for name, tol in (("atol", atol), ("rtol", rtol)):
+        if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol >= 0 or tol == float("inf"):
+            raise ConfigError(f"verify_group: {name} must be a finite number >= 0, got {tol!r}")
     model = graph.model
     removed = group.removal(idxs)
     masked = copy.deepcopy(model)
     mask_group(masked, group, removed)
-    with torch.no_grad():
-        reference = run_model(masked, example_inputs, forward_fn)
+    try:
+        with torch.no_grad():
+            reference = run_model(masked, example_inputs, forward_fn)
+    except Exception as err:  # the unpruned model cannot run: nothing was pruned
+        raise model_failed(model, err) from err
     graph._prune_group(group, idxs)
     out = verify_forward(model, example_inputs, forward_fn)
     ref_t, out_t = iter_tensors(reference), iter_tensors(out)

@@ -28,7 +28,7 @@ from ..errors import ConfigError, TraceError
 from .opgraph import Call, OpGraph, Value, iter_tensors, map_tensors
 from .shapes import fast_meta_result
 
-__all__ = ["trace", "run_model", "user_source_line", "paused_gc"]
+__all__ = ["trace", "run_model", "model_failed", "user_source_line", "paused_gc"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,16 @@ def user_source_line(skip: int = 2) -> str:
             return f"{fname}:{frame.f_lineno}"
         frame = frame.f_back
     return "<unknown>"
+
+
+def model_failed(model: nn.Module, err: BaseException) -> TraceError:
+    """The error for a model that cannot run on its example inputs (chain ``err`` to it)."""
+    return TraceError(
+        f"the model failed on the example inputs: {type(err).__name__}: {err}. "
+        f"Check that example_inputs match model.forward{signature_help(model)} (a tuple is unpacked into "
+        "positional arguments, a dict into keyword arguments, anything else is passed as one argument), "
+        "or pass forward_fn=lambda model, inputs: ..."
+    )
 
 
 def run_model(model: nn.Module, example_inputs: Any, forward_fn: Callable | None = None) -> Any:
@@ -358,12 +368,7 @@ def _trace(model, named_modules, example_inputs, forward_fn, output_transform, l
                 transformed = output_transform(out)
                 out = (out, transformed)
     except Exception as err:
-        raise TraceError(
-            f"the model failed on the example inputs: {type(err).__name__}: {err}. "
-            f"Check that example_inputs match model.forward{signature_help(model)} (a tuple is unpacked into "
-            "positional arguments, a dict into keyword arguments, anything else is passed as one argument), "
-            "or pass forward_fn=lambda model, inputs: ..."
-        ) from err
+        raise model_failed(model, err) from err
     finally:
         for h in handles:
             h.remove()

@@ -85,12 +85,43 @@ def _conv_shape(x: torch.Tensor, w: torch.Tensor, n: int, stride, padding, dilat
     return [*x.shape[: x.ndim - n - 1], w.shape[0], *out]
 
 
+def _arg(args: tuple, kwargs: dict, i: int, name: str) -> Any:
+    return kwargs.get(name, args[i] if len(args) > i else None)
+
+
+def _norm_fits(func: Callable, x: torch.Tensor, args: tuple, kwargs: dict) -> bool:
+    """Whether a norm's per-channel tensors fit ``x`` (the fast path must not accept what torch rejects)."""
+    if func in (F.batch_norm, F.instance_norm):
+        shape: tuple = (x.shape[1],) if x.ndim >= 2 else ()
+        names = ("running_mean", "running_var", "weight", "bias")
+        tensors = [_arg(args, kwargs, i + 1, n) for i, n in enumerate(names)]
+    elif func is F.group_norm:
+        g = _arg(args, kwargs, 1, "num_groups")
+        if x.ndim < 2 or not isinstance(g, int) or g <= 0 or x.shape[1] % g:
+            return False
+        shape = (x.shape[1],)
+        tensors = [_arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias")]
+    elif func in (F.layer_norm, getattr(F, "rms_norm", None)):
+        ns = _arg(args, kwargs, 1, "normalized_shape")
+        shape = (int(ns),) if isinstance(ns, int) else tuple(int(s) for s in ns)
+        if tuple(x.shape[x.ndim - len(shape):]) != shape:
+            return False
+        tensors = [_arg(args, kwargs, 2, "weight")] + ([_arg(args, kwargs, 3, "bias")] if func is F.layer_norm else [])
+    else:
+        return True
+    return all(t is None or tuple(t.shape) == shape for t in tensors)
+
+
 def fast_meta_result(func: Callable, args: tuple, kwargs: dict) -> torch.Tensor | None:
-    """A meta tensor with the result's shape and dtype, or ``None`` when the op is not covered."""
+    """A meta tensor with the result's shape and dtype, or ``None`` when the op is not covered.
+
+    Shapes the op would reject (channels that do not match a weight) give ``None`` too, so the real
+    meta kernel runs and raises.
+    """
     try:
         if func in _LIKE_FIRST:
             x = args[0] if args else kwargs.get("input")
-            if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            if not isinstance(x, torch.Tensor) or not x.is_floating_point() or not _norm_fits(func, x, args, kwargs):
                 return None
             if _inplace(args, kwargs):
                 return x if func in _INPLACE_OK else None
@@ -135,7 +166,13 @@ def fast_meta_result(func: Callable, args: tuple, kwargs: dict) -> torch.Tensor 
             stride = kwargs.get("stride", rest[0] if rest[0] is not None else 1)
             padding = kwargs.get("padding", rest[1] if rest[1] is not None else 0)
             dilation = kwargs.get("dilation", rest[2] if rest[2] is not None else 1)
-            if not x.is_floating_point() or x.dtype != w.dtype:
+            groups = kwargs.get("groups", rest[3] if rest[3] is not None else 1)
+            bias = kwargs.get("bias", args[2] if len(args) > 2 else None)
+            if not x.is_floating_point() or x.dtype != w.dtype or x.ndim < n + 1 or w.ndim != n + 2:
+                return None
+            if x.shape[x.ndim - n - 1] != w.shape[1] * groups or w.shape[0] % groups:
+                return None
+            if bias is not None and tuple(bias.shape) != (w.shape[0],):
                 return None
             shape = _conv_shape(x, w, n, stride, padding, dilation)
             return None if shape is None else torch.empty(shape, dtype=x.dtype, device="meta")

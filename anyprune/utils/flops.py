@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..trace.recorder import run_model
+from ..errors import ConfigError
+from ..trace.recorder import model_failed, run_model
 
 __all__ = ["count_ops_and_params", "count_params"]
 
@@ -26,11 +27,15 @@ def count_ops_and_params(model: torch.nn.Module, example_inputs: Any, forward_fn
     matrix products and convolutions (elementwise ops are not counted, as in
     the usual MAC convention). Works for models on the ``meta`` device.
     """
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(f"count_ops_and_params: model must be a torch.nn.Module, got {type(model).__name__}")
     counter = FlopCounterMode(display=False)
     training = {m: m.training for m in model.modules()}
     try:
         with torch.no_grad(), counter:
             run_model(model, example_inputs, forward_fn)
+    except Exception as err:
+        raise model_failed(model, err) from err
     finally:
         for m, flag in training.items():
             m.training = flag

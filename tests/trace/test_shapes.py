@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+import anyprune as tp
 from anyprune.trace.shapes import fast_meta_result
 
 x4 = torch.randn(2, 3, 9, 7)
@@ -42,3 +44,16 @@ def test_fast_meta_shape_matches_real(func, args, kwargs):
 def test_uncovered_ops_fall_through():
     assert fast_meta_result(torch.topk, (x4.to("meta"), 2), {}) is None
     assert fast_meta_result(torch.Tensor.add, (x4.to("meta").long(), 1), {}) is None
+
+
+@pytest.mark.parametrize(("model", "x", "match"), [
+    (lambda: nn.Conv2d(3, 4, 1), (1, 5, 4, 4), "expected input.*to have 3 channels"),
+    (lambda: nn.Conv2d(4, 4, 1, groups=2), (1, 6, 4, 4), "to have 4 channels"),
+    (lambda: nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(5)), (1, 3, 4, 4), "running_mean"),
+    (lambda: nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(5)), (1, 3), "normalized_shape"),
+    (lambda: nn.Sequential(nn.Conv2d(3, 4, 1), nn.GroupNorm(2, 6)), (1, 3, 4, 4), "number of channels"),
+])
+def test_fast_meta_shapes_reject_what_torch_rejects(model, x, match):
+    """A channel mismatch must fail the trace, not give a graph of a model that cannot run."""
+    with pytest.raises(tp.TraceError, match=match):
+        tp.DependencyGraph().build_dependency(model(), torch.randn(*x))

@@ -22,9 +22,11 @@ def reshape_layouts(ctx, lays: list, in_shape: tuple, out_shape: tuple, requeste
     out: list = [None] * len(out_shape)
     i = j = 0
     n_in, n_out = len(in_shape), len(out_shape)
+    created: list[int] = []
     while i < n_in or j < n_out:
         if j < n_out and out_shape[j] == 1 and (i >= n_in or in_shape[i] != 1):
             out[j] = ctx.new(1, pin="size-1 dim")
+            created.append(j)
             j += 1
             continue
         if i < n_in and in_shape[i] == 1 and (j >= n_out or out_shape[j] != 1):
@@ -57,14 +59,24 @@ def reshape_layouts(ctx, lays: list, in_shape: tuple, out_shape: tuple, requeste
             out[k] = lay
         if requested is not None and len(ii) == 1 and len(jj) > 1:
             _pin_literal_factors(ctx, out, jj, out_shape, requested)
+    if requested is not None:
+        for j in created:
+            if requested[j] == -1:
+                # the derived factor came out as 1 (view(b, n, -1, d) with one head): its neighbour
+                # is the other factor of the same dim and was written as a constant
+                near = [k for k in range(j + 1, n_out) if out_shape[k] > 1][:1] or \
+                    [k for k in range(j - 1, -1, -1) if out_shape[k] > 1][:1]
+                for k in near:
+                    ctx.pin(out[k], f"size {out_shape[k]} written as a constant in {ctx.call.name}")
     return out
 
 
 def _pin_literal_factors(ctx, out: list, jj: list[int], out_shape: tuple, requested: list) -> None:
     real = [k for k in jj if out_shape[k] > 1]
-    if len(real) < 2:
+    # the -1 is the derived factor even where it comes out as 1 (view(b, n, -1, d) with one head)
+    derived = [k for k in jj if requested[k] == -1]
+    if not real or (not derived and len(real) < 2):
         return
-    derived = [k for k in real if requested[k] == -1]
     free = derived[0] if derived else real[-1]
     for k in real:
         if k != free:
@@ -184,6 +196,14 @@ def repeat(ctx, x, *sizes) -> None:
 
 
 def _slice_layout(ctx, lay, size: int, sl: slice):
+    """The layout of ``x[start:stop]`` along a dim of ``size`` whose layout is ``lay``.
+
+    Slice bounds are ints in the trace: a bound inside the dim is taken to be a constant of the code
+    (as split sizes are), so the positions before it are pinned: pruning them would move what the
+    slice selects. The exception is a cut in the middle of an even dim (``x[..., : x.shape[-1] // 2]``,
+    rotate_half, GLU halves): it is taken to follow the tensor's size, and the two halves are unified
+    so that pruning keeps them equal.
+    """
     start, stop, step = sl.indices(size)
     if step == 1 and start == 0 and stop == size:
         return lay
@@ -192,6 +212,13 @@ def _slice_layout(ctx, lay, size: int, sl: slice):
     if step != 1:
         ctx.pin(lay, f"strided slice {sl}")
         return ctx.new(len(range(start, stop, step)), pin="strided slice")
+    if size % 2 == 0 and (start, stop) in ((0, size // 2), (size // 2, size)):
+        lo, hi = ctx.atoms.cut(lay, size // 2)
+        ctx.unify(lo, hi)
+        return lo if start == 0 else hi
+    bound = stop if stop < size else start
+    fixed, _ = ctx.atoms.cut(lay, bound)
+    ctx.constant(fixed, f"before the slice bound {bound} written as a constant in {ctx.call.name}", ("slice",))
     rest = lay
     if start > 0:
         _, rest = ctx.atoms.cut(rest, start)

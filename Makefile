@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # torch/torchvision pinned so pip never picks another build
-TEST_DEPS := torch==2.14.1 torchvision==0.29.1 pytest ruff mypy hypothesis transformers==5.24.0 timm==1.0.31
+TEST_DEPS := torch==2.14.1 torchvision==0.29.1 pytest ruff mypy hypothesis safetensors transformers==5.24.0 timm==1.0.31
 STAMP := $(VENV)/.installed
 
 .PHONY: test test-fast fuzz bad-inputs-doc demo lint bench clean

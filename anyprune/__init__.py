@@ -7,7 +7,7 @@ the Torch-Pruning (DepGraph) API.
 
 from __future__ import annotations
 
-from . import dims, errors, functional, importance, integrations, pruner, trace
+from . import dims, errors, functional, importance, integrations, io, pruner, trace
 from .apply.verify import VerifyResult, verify_forward, verify_group
 from .depgraph import DependencyGraph
 from .dims.rules import register_dim_rule
@@ -37,6 +37,7 @@ from .functional import (
     prune_prelu_out_channels,
 )
 from .integrations import register_module_updater, unregister_module_updater
+from .io import load, load_pruned, load_state_dict, save, save_pruned, state_dict
 from .utils import count_ops_and_params
 
 __version__ = "0.1.0"
@@ -55,6 +56,10 @@ __all__ = [
     "functional",
     "importance",
     "integrations",
+    "io",
+    "load",
+    "load_pruned",
+    "load_state_dict",
     "prune_batchnorm_in_channels",
     "prune_batchnorm_out_channels",
     "prune_conv_in_channels",
@@ -80,6 +85,9 @@ __all__ = [
     "pruner",
     "register_dim_rule",
     "register_module_updater",
+    "save",
+    "save_pruned",
+    "state_dict",
     "trace",
     "unregister_module_updater",
     "utils",

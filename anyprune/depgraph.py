@@ -327,6 +327,19 @@ class DependencyGraph:
         atoms = table.atoms(layout)
         if positions.numel() == 0:
             return {}
+        wanted = torch.zeros(table.size(layout), dtype=torch.bool)
+        wanted[positions] = True
+        for a in atoms:  # whole units of one atom (e.g. the rows of whole heads): remove those units
+            if table.pin_reason(a) is not None:
+                continue
+            full = table.index_of(layout, a)
+            units = full[positions]
+            if bool((units < 0).any()):
+                continue
+            m = torch.zeros(table.atom_size(a), dtype=torch.bool)
+            m[units] = True
+            if torch.equal(table.removal_mask(layout, {a: m}), wanted):
+                return {a: m}
         idx = torch.stack([table.index_of(layout, a)[positions] for a in atoms])  # [atoms, positions]
         pinned = torch.tensor([table.pin_reason(a) is not None for a in atoms])
         candidate = (idx >= 0) & ~pinned[:, None]
@@ -458,6 +471,9 @@ class DependencyGraph:
         slices = self.index.slices_of(atoms)
         bindings = self.index.bindings_of(atoms)
         counts = {a: int(m.sum()) for a, m in removed.items()}
+        root = group.root
+        root_positions = table.removal_mask(root.layout, removed).nonzero().flatten().tolist() \
+            if record_history else []
         with Transaction() as tx:
             apply_removal(table, slices, bindings, removed, tx)
             self._attrs.apply(counts, tx)
@@ -466,10 +482,8 @@ class DependencyGraph:
             if isinstance(s, ParamSlice):
                 s.value.shape = tuple(s.tensor.shape)
         if record_history:
-            root = group.root
             name = root.fqn if isinstance(root, ParamSlice) else root.module_name
-            self._history.append((name, getattr(root, "dim", getattr(root, "role", "")),
-                                  [int(i) for i in (idxs if idxs is not None else (group.idxs or []))]))
+            self._history.append((name, getattr(root, "dim", getattr(root, "role", "")), root_positions))
 
     def lint(self) -> None:
         """Check the graph against the model: every parameter slice's layout has the tensor's current size.
@@ -516,8 +530,31 @@ class DependencyGraph:
         return transform(out) if transform is not None else out
 
     def pruning_history(self) -> list[tuple[str, Any, list[int]]]:
-        """``(root parameter, dim, indices)`` for every group pruned through this graph, in order."""
-        return list(self._history)
+        """``(root parameter, dim, positions)`` for every group pruned through this graph, in order; positions
+        are those removed from the root dim (before that step). JSON-able; replay it on an unpruned copy of
+        the model with :meth:`load_pruning_history`."""
+        return [(n, d, list(p)) for n, d, p in self._history]
+
+    def load_pruning_history(self, history: Iterable) -> None:
+        """Replay ``pruning_history()`` of another graph of the same (unpruned) model on this graph's model.
+
+        Each step is checked before it is applied (the root must exist and its positions must be in range);
+        a step that cannot be replayed raises :class:`~anyprune.PruningError` and leaves that step undone.
+        """
+        self._require_built()
+        for k, step in enumerate(history):
+            if not (isinstance(step, (tuple, list)) and len(step) == 3):
+                raise ConfigError(f"history step {k} must be (root, dim, positions), got {step!r}")
+            name, dim, positions = step
+            root = next((s for s in self.index.slices if isinstance(s, ParamSlice) and s.fqn == name
+                         and s.dim == dim), None)
+            if root is None:
+                raise PruningError(f"history step {k}: {name!r} dim {dim!r} is not a prunable dim of this model")
+            n = self.dims.atoms.size(root.layout)
+            pos = validate_indices(positions, n, f"history step {k} ({name} dim {dim})")
+            removed = self._positions_to_removal(root.layout, pos)
+            group = Group(self, list(removed), self.index.slices_of(list(removed)), root, pos, removed)
+            self._prune_group(group, None)
 
     # ------------------------------------------------------ seed iteration
     def _dependencies(self, group: Group) -> list[tuple[Dependency, list[int]]]:

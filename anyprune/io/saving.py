@@ -182,8 +182,11 @@ def apply_structure(model: nn.Module, record: dict[str, Any]) -> None:
                 t.data = torch.empty(shape, dtype=dtype, device=t.device)
 
 
-def save_pruned(model: nn.Module, path: str | os.PathLike) -> Path:
+def save_pruned(model: nn.Module, path: str | os.PathLike, source: str | None = None) -> Path:
     """Write ``model`` (pruned or not) to directory ``path``: ``model.safetensors`` + ``anyprune.json``.
+
+    ``source`` (e.g. ``"torchvision:resnet50"``) records how to build the original, so that the command
+    line can load the directory by itself.
 
     Example:
         >>> import torch, tempfile, anyprune as tp
@@ -202,6 +205,8 @@ def save_pruned(model: nn.Module, path: str | os.PathLike) -> Path:
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     record = structure_of(model)
+    if source is not None:
+        record["source"] = str(source)
     unique = {n: t for n, t in _tensors(model).items() if "alias" not in record["tensors"][n]}
     if any(t.is_meta for t in unique.values()):
         raise ConfigError("the model has tensors on the meta device: there are no weights to save")

@@ -1,0 +1,103 @@
+"""The command line, run as a subprocess (console script and ``python -m anyprune``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import anyprune as tp
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_LLAMA = ROOT / "anyprune" / "testing" / "data" / "tiny-llama.json"
+SCRIPT = Path(sys.executable).parent / "anyprune"
+
+
+def run(*args: str, script: bool = False) -> subprocess.CompletedProcess:
+    cmd = [str(SCRIPT)] if script else [sys.executable, "-m", "anyprune"]
+    env = dict(os.environ, PYTHONWARNINGS="ignore", TRANSFORMERS_VERBOSITY="error")
+    return subprocess.run([*cmd, *args, "--no-progress"], capture_output=True, text=True, timeout=600, env=env,
+                          cwd=ROOT)
+
+
+def test_inspect_resnet18():
+    r = run("inspect", "torchvision:resnet18")
+    assert r.returncode == 0, r.stderr
+    assert "torchvision:resnet18: 12 prunable groups" in r.stdout
+    assert re.search(r"layer4\.0\.conv2\s+512\s+channels\s+exact", r.stdout)
+    assert "pinned (never pruned):" in r.stdout
+    assert "model output" in r.stdout
+
+
+@pytest.mark.skipif(not SCRIPT.exists(), reason="the console script is installed by `pip install -e .`")
+def test_console_script_inspects_a_llama_config():
+    r = run("inspect", f"hf:{TINY_LLAMA}", script=True)
+    assert r.returncode == 0, r.stderr
+    assert "14 prunable groups" in r.stdout
+    assert re.search(r"model\.layers\.0\.self_attn\.q_proj\s+2\s+heads", r.stdout)  # the 2 KV groups
+
+
+def test_prune_save_report_and_reload(tmp_path):
+    out, report = tmp_path / "pruned", tmp_path / "report.html"
+    r = run("prune", "torchvision:resnet18", "--ratio", "0.5", "--round-to", "8", "--input-size", "64",
+            "--out", str(out), "--report", str(report), "--no-latency")
+    assert r.returncode == 0, r.stderr
+    params = re.search(r"params\s+(\S+)\s+(\S+)\s+(\S+)x", r.stdout)
+    assert params is not None, r.stdout
+    assert float(params.group(3)) > 2.0  # about 3x fewer parameters at half the channels
+    assert (out / "model.safetensors").exists()
+    assert json.loads((out / "anyprune.json").read_text())["source"] == "torchvision:resnet18"
+    html = report.read_text()
+    assert "torchvision:resnet18" in html
+    import torchvision
+
+    fresh = tp.load_pruned(torchvision.models.resnet18(), out)
+    assert fresh.layer1[0].conv1.out_channels % 8 == 0
+    assert fresh.layer1[0].conv1.out_channels < 64
+    again = run("inspect", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "torchvision:resnet18" in again.stdout
+    with torch.no_grad():
+        assert fresh(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+
+
+@pytest.mark.zoo
+def test_prune_llama_to_a_macs_budget(tmp_path):
+    pytest.importorskip("transformers")
+    r = run("prune", f"hf:{TINY_LLAMA}", "--target-macs", "0.5", "--out", str(tmp_path / "m"), "--no-latency")
+    assert r.returncode == 0, r.stderr
+    macs = re.search(r"MACs\s+(\S+)\s+(\S+)\s+(\S+)x", r.stdout)
+    assert macs is not None, r.stdout
+    assert 1.9 <= float(macs.group(3)) <= 2.1
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("inspect", "torchvision:no_such_net"), "unknown torchvision model"),
+    (("inspect", "resnet18"), "unknown model"),
+    (("inspect", "hf:/no/such/dir"), "no such Hugging Face directory"),
+    (("prune", "torchvision:resnet18", "--ratio", "1.5"), "must be in [0, 1)"),
+    (("prune", "torchvision:resnet18", "--ratio", "half"), "not a number"),
+    (("prune", "torchvision:resnet18", "--importance", "magic"), "invalid choice"),
+    (("prune", "torchvision:resnet18", "--ignore", "nothing.*"), "matches no module"),
+    (("frobnicate", "torchvision:resnet18"), "invalid choice"),
+])
+def test_bad_input_exits_2_with_one_line(args, message):
+    r = run(*args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("anyprune: error:")
+    assert message in lines[0]
+
+
+def test_unreadable_saved_directory_exits_2(tmp_path):
+    (tmp_path / "anyprune.json").write_text("{not json")
+    r = run("inspect", str(tmp_path))
+    assert r.returncode == 2
+    assert "unreadable anyprune file" in r.stderr

@@ -7,7 +7,7 @@ the Torch-Pruning (DepGraph) API.
 
 from __future__ import annotations
 
-from . import dims, errors, functional, importance, pruner, trace
+from . import dims, errors, functional, importance, pruner, trace, utils
 from .apply.verify import VerifyResult, verify_forward, verify_group
 from .depgraph import DependencyGraph
 from .dims.rules import register_dim_rule
@@ -36,6 +36,7 @@ from .functional import (
     prune_prelu_in_channels,
     prune_prelu_out_channels,
 )
+from .pruner.config import PruneConfig, prune_
 from .utils import count_ops_and_params
 
 __version__ = "0.1.0"
@@ -44,6 +45,7 @@ __all__ = [
     "AnyPruneError",
     "ConfigError",
     "DependencyGraph",
+    "PruneConfig",
     "PruningError",
     "TraceError",
     "VerificationError",
@@ -53,6 +55,7 @@ __all__ = [
     "errors",
     "functional",
     "importance",
+    "prune_",
     "prune_batchnorm_in_channels",
     "prune_batchnorm_out_channels",
     "prune_conv_in_channels",

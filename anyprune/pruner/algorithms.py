@@ -121,7 +121,7 @@ class GroupNormPruner(_RegularizedPruner):
             norm = torch.zeros(g.size, dtype=torch.float64)
             for s, idx in slices:
                 norm += per_unit(rows_of(s.tensor, s.dim).pow(2).sum(1), idx, g.size)
-            inv = r / (norm.sqrt() + _EPS)
+            inv = r / norm.sqrt().clamp_min(_EPS)
             for s, idx in slices:
                 coeff = torch.where(idx >= 0, inv[idx.clamp(min=0)], torch.zeros((), dtype=torch.float64))
                 _add_grad(s.tensor, _along(coeff, s.tensor, s.dim) * s.tensor.detach())

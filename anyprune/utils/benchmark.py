@@ -17,6 +17,9 @@ def measure_latency(model: torch.nn.Module, example_inputs: Any, repeat: int = 5
                     run_fn: Callable | None = None, num_threads: int | None = None) -> tuple[float, float]:
     """Mean and standard deviation, in milliseconds, of one forward pass under ``torch.no_grad()``.
 
+    Each of the ``repeat`` samples is one ``torch.utils.benchmark.Timer.timeit(1)``, which runs the model
+    twice untimed (its own warm-up) and once timed, synchronising CUDA around the timed run.
+
     Args:
         model: the model (run as it is: put it in ``eval()`` first for inference numbers).
         example_inputs: a tensor, a tuple (unpacked), a list (one argument) or a dict (keywords).

@@ -32,7 +32,7 @@ def test_magnitude_beats_random_at_half_the_channels(fashion):
                    for s in range(5)]
     finally:
         torch.set_num_threads(threads)
-    assert base > 85, f"the cached model is not trained ({base:.1f}%)"
+    assert base > 80, f"the cached model is not trained ({base:.1f}%)"
     assert magnitude.params_after == randoms[0].params_after, "same ratio, same size"
     assert magnitude.params_after < 0.35 * magnitude.params_before
     mean_random = statistics.mean(r.pruned for r in randoms)

@@ -430,7 +430,8 @@ class MetaPruner:
             final = self._head_policy(g, ratio, step)
             if final is None:
                 continue
-            key: Any = (scope, role == "heads")
+            heads = role == "heads"
+            key: Any = (scope, heads, final if heads else None)  # head ratios may differ per module
             if self.isomorphic:
                 key = (*key, self._signature(g))
             out.append((g, final, key))
@@ -480,6 +481,12 @@ class MetaPruner:
             s = self._scores(g)
             if s is not None:
                 out.append((g, ratio, key, s))
+        if targets and not out and any(r > 0 for _, r, _ in targets):
+            warnings.warn(
+                f"importance {type(self.importance).__name__} scored none of the {len(targets)} groups (it returned "
+                "None for each), so nothing is pruned: parameters on the meta device carry no values, and "
+                "BNScaleImportance needs batch-norm layers; use another criterion (e.g. RandomImportance)",
+                AnyPruneWarning, stacklevel=4)
         return out
 
     def _counts(self, scored: list[tuple[Group, float, Any, torch.Tensor]],

@@ -358,3 +358,14 @@ def test_step_returns_a_result_and_regularize_checks_the_model():
     assert "params" in str(result)
     with pytest.raises(ConfigError, match="the model this pruner was built for"):
         pruner.regularize(_net())
+
+
+def test_a_criterion_that_scores_nothing_warns():
+    with torch.device("meta"):
+        m = _net()
+        x = torch.randn(1, 3, 8, 8)
+    with pytest.warns(AnyPruneWarning, match="scored none of the 3 groups"):
+        tp.pruner.MetaPruner(m, x, pruning_ratio=0.5).step()
+    assert widths(m) == (16, 32, 24)
+    tp.pruner.MetaPruner(m, x, importance=tp.importance.RandomImportance(seed=0), pruning_ratio=0.5).step()
+    assert widths(m) == (8, 16, 12), "meta models prune by a criterion that needs no values"

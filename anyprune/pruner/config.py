@@ -96,10 +96,12 @@ class PruneConfig:
         return cls(**data)
 
     def to_json(self) -> str:
+        """The configuration as a JSON string (keys sorted)."""
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> PruneConfig:
+        """Inverse of :meth:`to_json`."""
         return cls.from_dict(json.loads(text))
 
     def build(self, model: nn.Module, example_inputs: Any, **kwargs: Any) -> MetaPruner:

@@ -49,6 +49,7 @@ class Split:
         return int(self.y.numel())
 
     def take(self, n: int) -> Split:
+        """The first ``n`` examples."""
         return Split(self.x[:n], self.y[:n])
 
 

@@ -17,7 +17,6 @@ from .base import (
     normalize,
     per_unit,
     reduce_group,
-    rows_of,
     unit_slices,
 )
 
@@ -68,12 +67,22 @@ class GroupMagnitudeImportance:
         self.bias = bias
         self.target_types: tuple[type, ...] | None = target_types
 
-    def _local(self, rows: torch.Tensor) -> torch.Tensor:
-        return rows.abs().pow(self.p).sum(1)
+    def _local(self, t: torch.Tensor, dim: int) -> torch.Tensor:
+        """``sum |w|^p`` over every dim but ``dim`` (one fused norm, no copy of ``t``)."""
+        t = t.detach()
+        if t.dtype not in (torch.float32, torch.float64):
+            t = t.float()
+        if t.dim() == 1:
+            return t.abs().pow(self.p)
+        # reduce the trailing (contiguous) dims first, then the leading ones: much faster than one strided pass
+        if dim + 1 < t.dim():
+            t = torch.linalg.vector_norm(t, ord=self.p, dim=list(range(dim + 1, t.dim()))).pow(self.p)
+            return t.sum(list(range(dim))) if dim > 0 else t
+        return torch.linalg.vector_norm(t, ord=self.p, dim=list(range(dim))).pow(self.p)
 
     @torch.no_grad()
     def __call__(self, group: Any) -> torch.Tensor | None:
-        per_slice = [per_unit(self._local(rows_of(s.tensor, s.dim)), idx, group.size)
+        per_slice = [per_unit(self._local(s.tensor, s.dim), idx, group.size)
                      for s, idx in unit_slices(group, type(self).__name__, include_bias=self.bias,
                                                module_types=self.target_types)]
         if not per_slice:
@@ -98,9 +107,6 @@ class BNScaleImportance(GroupMagnitudeImportance):
                  normalizer: Normalizer | Callable | None = None) -> None:
         super().__init__(p=1, group_reduction=group_reduction, normalizer=normalizer,
                          target_types=(nn.modules.batchnorm._BatchNorm,))
-
-    def _local(self, rows: torch.Tensor) -> torch.Tensor:
-        return rows.abs().sum(1)
 
 
 class LAMPImportance(GroupMagnitudeImportance):

@@ -392,8 +392,9 @@ class MetaPruner:
     def _head_policy(self, group: Group, ratio: float, step: int) -> float | None:
         """The ratio a group gets from head information; ``None`` leaves the group alone.
 
-        This is the only place that reads ``num_heads``, ``prune_num_heads``, ``prune_head_dims``,
-        ``head_pruning_ratio`` and ``head_pruning_ratio_dict``. A group that counts heads (or any
+        This is the only place where ``prune_num_heads``, ``prune_head_dims``, ``head_pruning_ratio`` and
+        ``head_pruning_ratio_dict`` decide anything (``num_heads`` is only checked: heads are found from the
+        trace, see :meth:`_head_role`). A group that counts heads (or any
         repeated blocks of a producing dim) is pruned only with ``prune_num_heads=True``, at the head
         ratio of its module (``head_pruning_ratio_dict``, else ``head_pruning_ratio``); a group inside
         heads is pruned at the channel ratio only with ``prune_head_dims=True``.

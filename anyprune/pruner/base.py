@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 import warnings
 from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
@@ -41,6 +42,16 @@ from .schedule import check_schedule, linear_scheduler
 __all__ = ["MetaPruner", "BasePruner", "PruneResult"]
 
 _DEFAULT_ROOTS: tuple[type, ...] = (nn.modules.conv._ConvNd, nn.Linear, nn.RNNBase)
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first caller outside anyprune."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("anyprune."):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
 
 
 def _is_ratio(v: Any) -> bool:
@@ -147,19 +158,20 @@ class MetaPruner:
         target_params: float | None = None,
     ) -> None:
         if ch_sparsity is not None:
-            warnings.warn("ch_sparsity is deprecated; use pruning_ratio (same meaning)", FutureWarning, stacklevel=2)
+            warnings.warn("ch_sparsity is deprecated; use pruning_ratio (same meaning)", FutureWarning,
+                          stacklevel=_user_stacklevel())
             if pruning_ratio != 0.5:
                 raise ConfigError("pass either pruning_ratio or the deprecated ch_sparsity, not both")
             pruning_ratio = ch_sparsity
         if ch_sparsity_dict is not None:
             warnings.warn("ch_sparsity_dict is deprecated; use pruning_ratio_dict (same meaning)", FutureWarning,
-                          stacklevel=2)
+                          stacklevel=_user_stacklevel())
             if pruning_ratio_dict is not None:
                 raise ConfigError("pass either pruning_ratio_dict or the deprecated ch_sparsity_dict, not both")
             pruning_ratio_dict = ch_sparsity_dict
         if channel_groups is not None:
             warnings.warn("channel_groups is deprecated and not needed: grouped convolutions and heads are found "
-                          "from the trace", FutureWarning, stacklevel=2)
+                          "from the trace", FutureWarning, stacklevel=_user_stacklevel())
         self._validate(model, importance, global_pruning, pruning_ratio, max_pruning_ratio, iterative_steps,
                        iterative_pruning_ratio_scheduler, round_to, isomorphic, root_module_types,
                        target_macs, target_params)
@@ -237,7 +249,7 @@ class MetaPruner:
             raise ConfigError(f"round_to must be None or an int >= 1 (e.g. 8), got {round_to!r}")
         if isomorphic and not global_pruning:
             warnings.warn("isomorphic=True only changes global ranking; it has no effect without "
-                          "global_pruning=True", AnyPruneWarning, stacklevel=3)
+                          "global_pruning=True", AnyPruneWarning, stacklevel=_user_stacklevel())
         try:
             roots = tuple(root_module_types)
         except TypeError as err:
@@ -305,7 +317,7 @@ class MetaPruner:
         self.head_pruning_ratio_dict: dict = {m: float(r) for m, r in hd.items()}
         if (hd or self.head_pruning_ratio > 0) and not prune_num_heads:
             warnings.warn("head_pruning_ratio is set but prune_num_heads=False: heads will not be removed; "
-                          "set prune_num_heads=True", AnyPruneWarning, stacklevel=3)
+                          "set prune_num_heads=True", AnyPruneWarning, stacklevel=_user_stacklevel())
 
     @staticmethod
     def _module_width(m: nn.Module) -> int | None:
@@ -344,7 +356,7 @@ class MetaPruner:
         for k, _ in enumerate(self._scopes):
             if k not in used:
                 warnings.warn(f"pruning_ratio_dict entry {k} ({self._scope_names[k]}) is the root of no prunable "
-                              "group; its ratio has no effect", AnyPruneWarning, stacklevel=3)
+                              "group; its ratio has no effect", AnyPruneWarning, stacklevel=_user_stacklevel())
 
     # ------------------------------------------------------------- groups
     def _groups(self) -> list[Group]:
@@ -487,7 +499,7 @@ class MetaPruner:
                 f"importance {type(self.importance).__name__} scored none of the {len(targets)} groups (it returned "
                 "None for each), so nothing is pruned: parameters on the meta device carry no values, and "
                 "BNScaleImportance needs batch-norm layers; use another criterion (e.g. RandomImportance)",
-                AnyPruneWarning, stacklevel=4)
+                AnyPruneWarning, stacklevel=_user_stacklevel())
         return out
 
     def _counts(self, scored: list[tuple[Group, float, Any, torch.Tensor]],
@@ -595,7 +607,8 @@ class MetaPruner:
         """
         if self.current_step >= self.iterative_steps:
             warnings.warn(f"all {self.iterative_steps} iterative steps are done; step() does nothing. Build a new "
-                          "pruner (or raise iterative_steps) to prune further", AnyPruneWarning, stacklevel=2)
+                          "pruner (or raise iterative_steps) to prune further", AnyPruneWarning,
+                          stacklevel=_user_stacklevel())
             return None
         plans = self._plan(self.current_step + 1)
         self.current_step += 1

@@ -120,3 +120,10 @@ def test_meta_pruner_regularize_is_a_no_op():
     pruner = tp.pruner.MagnitudePruner(m, X)
     added = _added_grads(pruner, m)
     assert all(torch.count_nonzero(d) == 0 for d in added.values())
+
+
+def test_deprecation_warnings_point_at_the_caller_through_subclasses():
+    with pytest.warns(FutureWarning, match="ch_sparsity is deprecated") as record:
+        pruner = tp.pruner.GroupNormPruner(_model(), X, ch_sparsity=0.5)
+    assert record[0].filename == __file__
+    assert pruner.pruning_ratio == 0.5

@@ -4,10 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # torch/torchvision pinned so pip never picks another build
-TEST_DEPS := torch==2.14.1 torchvision==0.29.1 pytest ruff mypy hypothesis safetensors transformers==5.24.0 timm==1.0.31
+TEST_DEPS := torch==2.14.1 torchvision==0.29.1 pytest ruff mypy hypothesis safetensors mlxtend transformers==5.24.0 timm==1.0.31
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-fast fuzz bad-inputs-doc demo lint bench clean
+.PHONY: test test-fast fuzz bad-inputs-doc demo lint bench bench-prune bench-quality data clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,14 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 
-test: $(STAMP)
+# Fashion-MNIST for the quality test and benchmark (Debian package; skipped where apt-get or root is missing)
+data:
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1)) || echo "note: dataset-fashion-mnist not installed; its tests skip"; \
+	else echo "note: no apt-get or not root: dataset-fashion-mnist not installed; its tests skip"; fi
+
+test: $(STAMP) data
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy anyprune
 	$(PY) -m pytest -q
@@ -41,6 +48,13 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PIP) install -q torch-pruning==1.6.1 --no-deps || true
 	$(PY) benchmarks/bench_build.py
+
+bench-prune: $(STAMP)
+	$(PIP) install -q torch-pruning==1.6.1 --no-deps || true
+	$(PY) benchmarks/bench_prune.py
+
+bench-quality: $(STAMP) data
+	$(PY) benchmarks/bench_quality.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -7,7 +7,7 @@ the Torch-Pruning (DepGraph) API.
 
 from __future__ import annotations
 
-from . import dims, errors, functional, importance, integrations, io, pruner, trace
+from . import dims, errors, functional, importance, integrations, io, pruner, trace, utils
 from .apply.verify import VerifyResult, verify_forward, verify_group
 from .depgraph import DependencyGraph
 from .dims.rules import register_dim_rule
@@ -38,6 +38,7 @@ from .functional import (
 )
 from .integrations import register_module_updater, unregister_module_updater
 from .io import load, load_pruned, load_state_dict, save, save_pruned, state_dict
+from .pruner.config import PruneConfig, prune_
 from .utils import count_ops_and_params
 
 __version__ = "0.1.0"
@@ -46,6 +47,7 @@ __all__ = [
     "AnyPruneError",
     "ConfigError",
     "DependencyGraph",
+    "PruneConfig",
     "PruningError",
     "TraceError",
     "VerificationError",
@@ -60,6 +62,7 @@ __all__ = [
     "load",
     "load_pruned",
     "load_state_dict",
+    "prune_",
     "prune_batchnorm_in_channels",
     "prune_batchnorm_out_channels",
     "prune_conv_in_channels",

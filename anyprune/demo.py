@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> None:
         n = int(g.size * args.ratio)
         if n == 0 or n >= g.size:
             continue
-        g.prune(idxs=imp(g).argsort()[:n].tolist())
+        scores = imp(g)
+        if scores is None:
+            continue
+        g.prune(idxs=scores.argsort()[:n].tolist())
     prune_s = time.perf_counter() - t0
     out = tp.verify_forward(model, x)
     assert out.shape == ref.shape, "output shape changed"

@@ -22,7 +22,7 @@ def test_all_is_pinned():
         assert name in anyprune.__all__, name
         assert hasattr(anyprune, name), name
     assert sorted(anyprune.__all__) == sorted(set(anyprune.__all__))
-    assert len(anyprune.__all__) == 50
+    assert len(anyprune.__all__) == 52
 
 
 def test_import_is_lean():
@@ -33,3 +33,20 @@ def test_import_is_lean():
 
 def test_customized_pruner_base_is_exposed():
     assert hasattr(anyprune.pruner, "BasePruningFunc")
+
+
+def test_seed_names_of_pruners_importances_and_utils():
+    for name in ("MetaPruner", "BasePruner", "MagnitudePruner", "BNScalePruner", "GroupNormPruner",
+                 "GrowingRegPruner", "PruneConfig", "prune_"):
+        assert name in anyprune.pruner.__all__, name
+        assert hasattr(anyprune.pruner, name), name
+    assert anyprune.pruner.BasePruner is anyprune.pruner.MetaPruner
+    for name in ("GroupMagnitudeImportance", "GroupNormImportance", "MagnitudeImportance", "BNScaleImportance",
+                 "LAMPImportance", "FPGMImportance", "RandomImportance", "GroupTaylorImportance", "TaylorImportance",
+                 "GroupHessianImportance", "HessianImportance", "ActivationImportance"):
+        assert name in anyprune.importance.__all__, name
+        assert hasattr(anyprune.importance, name), name
+    assert anyprune.importance.GroupNormImportance is anyprune.importance.GroupMagnitudeImportance
+    assert anyprune.importance.TaylorImportance is anyprune.importance.GroupTaylorImportance
+    for name in ("count_ops_and_params", "measure_latency", "benchmark"):
+        assert hasattr(anyprune.utils, name), name

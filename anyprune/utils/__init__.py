@@ -1,7 +1,9 @@
-"""Utilities: operation and parameter counts."""
+"""Utilities: operation and parameter counts, latency."""
 
 from __future__ import annotations
 
+from . import benchmark
+from .benchmark import measure_latency
 from .flops import count_ops_and_params, count_params
 
-__all__ = ["count_ops_and_params", "count_params"]
+__all__ = ["benchmark", "count_ops_and_params", "count_params", "measure_latency"]

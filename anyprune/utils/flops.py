@@ -20,12 +20,28 @@ def count_params(model: torch.nn.Module) -> int:
 
 
 def count_ops_and_params(model: torch.nn.Module, example_inputs: Any, forward_fn: Callable | None = None,
-                         layer_wise: bool = False) -> tuple[int, int]:
+                         layer_wise: bool = False) -> Any:
     """``(MACs, params)`` of one forward pass on ``example_inputs``.
 
     MACs are half the FLOPs that ``torch.utils.flop_counter`` attributes to
     matrix products and convolutions (elementwise ops are not counted, as in
     the usual MAC convention). Works for models on the ``meta`` device.
+
+    Args:
+        model: the model (its ``training`` flags are restored afterwards).
+        example_inputs: a tensor, a tuple (unpacked), a list (one argument) or a dict (keywords).
+        forward_fn: ``forward_fn(model, example_inputs)`` instead of the default call.
+        layer_wise: also return ``{module fqn: MACs}`` (each module's total, its children included) and
+            ``{module fqn: params}`` (its own and its children's).
+
+    Returns:
+        ``(macs, params)``, or ``(macs, params, layer_macs, layer_params)`` with ``layer_wise=True``.
+
+    Example:
+        >>> import torch
+        >>> macs, params = count_ops_and_params(torch.nn.Linear(8, 4), torch.randn(2, 8))
+        >>> macs, params
+        (64, 36)
     """
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"count_ops_and_params: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -39,4 +55,15 @@ def count_ops_and_params(model: torch.nn.Module, example_inputs: Any, forward_fn
     finally:
         for m, flag in training.items():
             m.training = flag
-    return counter.get_total_flops() // 2, count_params(model)
+    macs, params = counter.get_total_flops() // 2, count_params(model)
+    if not layer_wise:
+        return macs, params
+    root = type(model).__name__
+    layer_macs: dict[str, int] = {}
+    for key, ops in counter.get_flop_counts().items():
+        if key == "Global":
+            continue
+        fqn = key[len(root) + 1:] if key.startswith(root + ".") else ("" if key == root else key)
+        layer_macs[fqn] = sum(ops.values()) // 2
+    layer_params = {name: sum(p.numel() for p in m.parameters()) for name, m in model.named_modules()}
+    return macs, params, layer_macs, layer_params

@@ -57,7 +57,8 @@ def _timm(name: str, size: int | None) -> Loaded:
         model = timm.create_model(name, pretrained=False)
     except RuntimeError as err:
         raise ConfigError(f"unknown timm model {name!r} (see timm.list_models())") from err
-    default = model.pretrained_cfg.get("input_size", (3, 224, 224))[-1] if hasattr(model, "pretrained_cfg") else 224
+    cfg: Any = getattr(model, "pretrained_cfg", None) or {}
+    default = int(cfg.get("input_size", (3, 224, 224))[-1])
     return Loaded(model.eval(), _image(size or default), f"timm:{name}")
 
 
@@ -71,8 +72,10 @@ def _hf(path: str, size: int | None) -> Loaded:
         raise ConfigError(f"no such Hugging Face directory or config file: {path}")
     cfg_dir = p if p.is_dir() else p.parent
     try:
-        config = transformers.AutoConfig.from_pretrained(str(p if p.is_dir() else p), local_files_only=True) \
-            if p.is_dir() else transformers.AutoConfig.for_model(**json.loads(p.read_text()))
+        if p.is_dir():
+            config = transformers.AutoConfig.from_pretrained(str(p), local_files_only=True)
+        else:
+            config = transformers.AutoConfig.for_model(**json.loads(p.read_text()))
     except Exception as err:
         raise ConfigError(f"cannot read a Hugging Face config from {path}: {err}") from err
     has_weights = p.is_dir() and any((cfg_dir / f).exists() for f in ("model.safetensors", "pytorch_model.bin",

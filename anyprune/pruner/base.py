@@ -379,27 +379,10 @@ class MetaPruner:
         return -1
 
     def _head_role(self, group: Group) -> str | None:
-        """``"heads"`` if the group's atom counts repeated blocks of a producing dim (heads, conv groups),
-        ``"head_dims"`` if it is the width inside such blocks, ``None`` for plain channels.
-
-        A producing dim is ``weight`` dim 0 (output features / channels); its layout is a product
-        ``blocks × width`` exactly when the trace factored it (``view(B, N, heads, head_dim)``, grouped conv).
-        """
-        table = group.table
-        a = group.atoms[0]
-        role = None
-        for s in group.slices:
-            if not isinstance(s, ParamSlice) or s.dim != 0 or s.attr != "weight":
-                continue
-            lay = table.norm(s.layout)
-            if lay[0] != "p":
-                continue
-            factors = [k for k in lay[1] if k[0] == "a"]
-            if factors and factors[-1][1] == a:
-                role = role or "head_dims"
-            elif any(k[1] == a for k in factors):
-                return "heads"
-        return role
+        """``"heads"`` if one unit of the group is a whole block of a factored dim (attention heads, KV groups,
+        query heads per KV head, conv groups), ``"head_dims"`` if it is the same position inside every block,
+        ``None`` for plain channels (see :attr:`anyprune.groups.group.Group.structure`)."""
+        return {"heads": "heads", "head_dim": "head_dims"}.get(group.structure)
 
     def _head_policy(self, group: Group, ratio: float, step: int) -> float | None:
         """The ratio a group gets from head information; ``None`` leaves the group alone.
@@ -631,6 +614,9 @@ class MetaPruner:
         for p in plans:
             p.group.prune(p.indices)
             n += int(p.indices.numel())
+        if plans:
+            with torch.no_grad():
+                self.DG.verify()  # re-run the example inputs: names any op that no longer fits
         result = PruneResult(step=self.current_step, groups_pruned=len(plans), indices_pruned=n,
                              params_before=self.base_params,
                              params_after=sum(p.numel() for p in self.model.parameters()),

@@ -405,7 +405,7 @@ def render_report(data: Mapping[str, Any]) -> str:
         f'<li><b>{narrowed}</b> of {len(layers)} layers narrowed</li>'
         f'<li><b>{pruned_groups}</b> of {len(groups)} groups pruned</li>'
         f'<li><b>{exact}</b> exact, <b>{len(groups) - exact}</b> approximate groups</li>'
-        f'<li><b>{_n(pinned_dims)}</b> pinned dims ({len(pinned)} reasons)</li>'
+        f'<li><b>{_n(pinned_dims)}</b> pinned dims ({len(pinned)} reason{"" if len(pinned) == 1 else "s"})</li>'
         '</ul>'
     )
     settings = ""

@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 TEST_DEPS := torch==2.14.1 torchvision==0.29.1 pytest ruff mypy hypothesis safetensors transformers==5.24.0 timm==1.0.31
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-fast fuzz bad-inputs-doc demo lint bench clean
+.PHONY: test test-fast fuzz bad-inputs-doc demo lint bench browser report-screenshot clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy anyprune
 	$(PY) -m pytest -q
@@ -37,6 +37,18 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy anyprune
+
+# headless Chromium for the browser test of the HTML report (tests/report/test_report_browser.py): installed with
+# apt where it is available; elsewhere the test is skipped with a message
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ command -v apt-get >/dev/null 2>&1 && { apt-get install -y -q chromium || \
+	  { apt-get update -q && apt-get install -y -q chromium; }; }; } || \
+	echo "chromium is not installed and could not be: the report's browser test will be skipped"
+
+# docs/report.png: the HTML report of a pruned ResNet-18, screenshotted by headless Chromium
+report-screenshot: $(STAMP) browser
+	$(PY) benchmarks/make_report_screenshot.py
 
 bench: $(STAMP)
 	$(PIP) install -q torch-pruning==1.6.1 --no-deps || true

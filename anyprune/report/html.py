@@ -177,7 +177,8 @@ def validate_report_data(data: Any) -> dict:
     out["pinned"] = pinned
 
     settings = {}
-    for k, v in _dict(d.get("settings") or {}, "settings").items():
+    raw_settings = d.get("settings")
+    for k, v in (_dict(raw_settings, "settings") if raw_settings is not None else {}).items():
         key = _str(k, "settings (a key)")
         if v is not None and (isinstance(v, (list, tuple, dict, set)) or not isinstance(v, (str, int, float))):
             raise ConfigError(f"{_where(f'settings.{key}')} must be a str, number, bool or None, got {_kind(v)}")

@@ -219,6 +219,7 @@ def _set(path: str, value):
     (_set("grups", []), "report data: unknown field 'grups'"),
     (_set("layers.0.width", 3), r"report data: layers\[0\]: unknown field 'width'"),
     (_set("settings", {"ratio": [0.5]}), "report data: settings.ratio must be a str, number, bool or None"),
+    (_set("settings", []), "report data: settings must be a dict, got list"),
 ])
 def test_validation_names_the_field(edit, message):
     data = sample()

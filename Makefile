@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 TEST_DEPS := torch==2.14.1 torchvision==0.29.1 pytest ruff mypy hypothesis safetensors mlxtend transformers==5.24.0 timm==1.0.31
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-fast fuzz bad-inputs-doc demo lint bench bench-prune bench-quality data clean
+.PHONY: test test-fast fuzz bad-inputs-doc demo lint bench bench-prune bench-quality data browser report-screenshot clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ data:
 		(apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1)) || echo "note: dataset-fashion-mnist not installed; its tests skip"; \
 	else echo "note: no apt-get or not root: dataset-fashion-mnist not installed; its tests skip"; fi
 
-test: $(STAMP) data
+test: $(STAMP) data browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy anyprune
 	$(PY) -m pytest -q
@@ -40,10 +40,26 @@ bad-inputs-doc: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m anyprune.demo
+	$(PY) -m anyprune prune torchvision:resnet50 --ratio 0.5 --global --round-to 8 \
+		--out .cache/demo/resnet50 --report .cache/demo/resnet50.html
+	$(PY) -m anyprune prune hf:anyprune/testing/data/tiny-llama.json --ratio 0.5 --heads 0.5 \
+		--out .cache/demo/tiny-llama --report .cache/demo/tiny-llama.html
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy anyprune
+
+# headless Chromium for the browser test of the HTML report (tests/report/test_report_browser.py): installed with
+# apt where it is available; elsewhere the test is skipped with a message
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ command -v apt-get >/dev/null 2>&1 && { apt-get install -y -q chromium || \
+	  { apt-get update -q && apt-get install -y -q chromium; }; }; } || \
+	echo "chromium is not installed and could not be: the report's browser test will be skipped"
+
+# docs/report.png: the HTML report of a pruned ResNet-18, screenshotted by headless Chromium
+report-screenshot: $(STAMP) browser
+	$(PY) benchmarks/make_report_screenshot.py
 
 bench: $(STAMP)
 	$(PIP) install -q torch-pruning==1.6.1 --no-deps || true

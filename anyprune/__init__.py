@@ -7,7 +7,7 @@ the Torch-Pruning (DepGraph) API.
 
 from __future__ import annotations
 
-from . import dims, errors, functional, importance, integrations, io, pruner, trace, utils
+from . import dims, errors, functional, importance, integrations, io, pruner, report, trace, utils
 from .apply.verify import VerifyResult, verify_forward, verify_group
 from .depgraph import DependencyGraph
 from .dims.rules import register_dim_rule
@@ -88,6 +88,7 @@ __all__ = [
     "pruner",
     "register_dim_rule",
     "register_module_updater",
+    "report",
     "save",
     "save_pruned",
     "state_dict",

@@ -500,34 +500,37 @@ class DependencyGraph:
                 if s.tensor.shape[s.dim] != n:
                     raise ValueError(f"{s.fqn} dim {s.dim} has size {s.tensor.shape[s.dim]}, its layout {n}")
 
-    def verify(self, example_inputs: Any = None) -> Any:
-        """Re-run the model after pruning and check it still fits: returns its outputs (through the graph's
-        ``output_transform``, if it has one).
+    def verify(self, example_inputs: Any = None) -> list[tuple[int, ...]]:
+        """Check that the (pruned) model still runs: re-trace it on meta twins of its parameters.
 
-        Runs on ``example_inputs`` (default: the inputs the graph was built with; on a model on the
-        ``meta`` device only shapes are computed). Raises :class:`~anyprune.VerificationError` naming the
-        op (and its source line) that no longer fits, or saying which output changed its shape.
+        Runs on ``example_inputs`` (default: the inputs the graph was built with) in the model's current
+        mode, computing shapes only (no arithmetic, buffers and modes left as they are; models that need
+        real values run for real). Raises :class:`~anyprune.VerificationError` naming the op and source
+        line that no longer fits, or the output whose shape changed. Returns the output shapes.
         """
         self._require_built()
-        from .apply.verify import verify_forward
-        from .errors import VerificationError
-        from .trace.opgraph import iter_tensors
+        from .errors import TraceError, VerificationError
 
         assert self._example is not None
         inputs, forward_fn, transform = self._example
-        if example_inputs is not None:
-            inputs = example_inputs
-        out = verify_forward(self.model, inputs, forward_fn)
-        if example_inputs is None:
-            traced = (out, transform(out)) if transform is not None else out
-            got = list({id(t): t for t in iter_tensors(traced)}.values())
-            for k, (t, v) in enumerate(zip(got, self.ops.outputs)):
-                if tuple(t.shape) != tuple(v.shape):
+        given = example_inputs is not None
+        try:
+            ops = trace(self.model, example_inputs if given else inputs, forward_fn, transform,
+                        leaf_modules=tuple(self.customized_pruners))
+        except TraceError as err:
+            where = err.failed_at or "the forward pass"
+            cause = err.__cause__
+            raise VerificationError(f"{where} no longer fits after pruning: {type(cause).__name__}: {cause}") \
+                from err
+        shapes = [tuple(v.shape) for v in ops.outputs]
+        if not given:
+            for k, (now, then) in enumerate(zip(shapes, (tuple(v.shape) for v in self.ops.outputs))):
+                if now != then:
                     raise VerificationError(
-                        f"output {k} has shape {tuple(t.shape)} after pruning, {tuple(v.shape)} before; a dim that "
-                        "reaches the output was pruned"
+                        f"output {k} has shape {now} after pruning, {then} before; a dim that reaches the output "
+                        "was pruned"
                     )
-        return transform(out) if transform is not None else out
+        return shapes
 
     def pruning_history(self) -> list[tuple[str, Any, list[int]]]:
         """``(root parameter, dim, positions)`` for every group pruned through this graph, in order; positions

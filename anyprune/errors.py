@@ -29,6 +29,8 @@ class ConfigError(AnyPruneError, ValueError):
 class TraceError(AnyPruneError, RuntimeError):
     """The model could not be run on the example inputs."""
 
+    failed_at: str | None = None  # the op (and source line) that raised, when known
+
 
 class PruningError(AnyPruneError, ValueError):
     """A pruning request cannot be carried out (pinned dims, bad indices, zero width)."""

@@ -112,35 +112,6 @@ def _graph(loaded, **kwargs):
                                                   output_transform=loaded.output_transform, **kwargs)
 
 
-def _short_reason(reason: str) -> str:
-    return reason.split(" (", 1)[0]
-
-
-def pinned_summary(dg) -> list[dict[str, Any]]:
-    """``[{reason, count, examples}]``: parameter dims that can never be pruned, by reason."""
-    table = dg.dims.atoms
-    by_reason: dict[str, list[str]] = {}
-    for s in dg.index.slices:
-        fqn = getattr(s, "fqn", None)
-        if fqn is None:
-            continue
-        reasons = {_short_reason(r) for a in table.atoms(s.layout) if (r := table.pin_reason(a)) is not None}
-        for r in reasons:
-            by_reason.setdefault(r, []).append(f"{fqn}[{s.dim}]")
-    rows = [{"reason": r, "count": len(v), "examples": v[:3]} for r, v in by_reason.items()]
-    return sorted(rows, key=lambda r: -r["count"])
-
-
-def group_rows(dg, groups, pruned: dict[int, int] | None = None) -> list[dict[str, Any]]:
-    rows = []
-    for g in groups:
-        root = getattr(g.root, "module_name", "") or getattr(g.root, "fqn", "?")
-        coupled = sorted({getattr(s, "module_name", "") or getattr(s, "fqn", "") for s in g.slices} - {""})
-        rows.append({"root": root, "size": g.size, "pruned": (pruned or {}).get(g.atoms[0], 0),
-                     "structure": g.structure, "exact": g.exact, "coupled": coupled})
-    return rows
-
-
 def _fmt(n: float | None, unit: str = "") -> str:
     if n is None:
         return "n/a"
@@ -152,6 +123,7 @@ def _fmt(n: float | None, unit: str = "") -> str:
 
 # ------------------------------------------------------------------ commands
 def _inspect(args) -> int:
+    from ..report import group_summary, pinned_summary
     from .models import load_model
 
     loaded = load_model(args.model, args.input_size)
@@ -159,19 +131,19 @@ def _inspect(args) -> int:
     dg = _graph(loaded)
     groups = dg.groups(root_module_types=None) if args.all else dg.groups()
     took = time.perf_counter() - t0
-    rows = group_rows(dg, groups)
+    rows = [group_summary(g) for g in groups]
     print(f"{loaded.source}: {len(rows)} prunable groups (graph built in {took * 1000:.0f} ms)")
     print(f"{'#':>3}  {'root':<48} {'size':>6}  {'structure':<9}  {'kind':<11}  coupled")
     for k, r in enumerate(rows):
-        names = r["coupled"]
+        names = [r["root"], *r["coupled"]]
         shown = ", ".join(names[:3]) + (f" +{len(names) - 3} more" if len(names) > 3 else "")
         kind = "exact" if r["exact"] else "approximate"
         print(f"{k:>3}  {r['root'][:48]:<48} {r['size']:>6}  {r['structure']:<9}  {kind:<11}  {shown}")
-    pins = pinned_summary(dg)
+    pins = pinned_summary(dg, max_examples=3)
     if pins:
         print("pinned (never pruned):")
-        for p in pins:
-            print(f"  {p['count']:>5} dims  {p['reason']}  (e.g. {', '.join(p['examples'])})")
+        for p in sorted(pins, key=lambda p: -p["count"]):
+            print(f"  {p['count']:>6} positions  {p['reason']}  (e.g. {', '.join(p['examples'])})")
     return 0
 
 
@@ -227,7 +199,7 @@ def _prune(args) -> int:
         if not hits:
             raise ConfigError(f"--ignore {pattern!r} matches no module")
         ignored.extend(hits)
-    from ..report.html import layer_widths
+    from ..report import group_summary, layer_rows, layer_widths, pinned_summary
 
     widths_before = layer_widths(model)
     before = _measure(model, loaded.inputs, not args.no_latency)
@@ -243,15 +215,15 @@ def _prune(args) -> int:
                             output_transform=loaded.output_transform, **kwargs)
         dg = pruner.DG
         all_groups = dg.groups()
-        before_sizes = {g.atoms[0]: g.size for g in all_groups}
+        summaries = {g.atoms[0]: group_summary(g) for g in all_groups}
         steps = list(pruner.step(interactive=True) or [])
         for g in _progress(steps, len(steps), "pruning", not args.no_progress):
+            summaries[g.atoms[0]]["pruned"] = sum(int(m.sum()) for m in g.removal().values())
             g.prune()
     with torch.no_grad():
         dg.verify()
     after = _measure(model, loaded.inputs, not args.no_latency)
-    pruned = {a: before_sizes[a] - dg.dims.atoms.atom_size(a) for a in before_sizes}
-    print(f"{loaded.source}: pruned {sum(1 for v in pruned.values() if v)} of {len(all_groups)} groups; "
+    print(f"{loaded.source}: pruned {sum(1 for r in summaries.values() if r['pruned'])} of {len(all_groups)} groups; "
           "the pruned model re-ran the example inputs with unchanged output shapes")
     print(f"{'':<14}{'before':>12}{'after':>12}{'ratio':>9}")
     for label, b, a, unit in (("params", before[0], after[0], ""), ("MACs", before[1], after[1], ""),
@@ -269,11 +241,10 @@ def _prune(args) -> int:
             "model": loaded.source,
             "summary": {"params": [before[0], after[0]], "macs": [before[1], after[1]],
                         "latency_ms": [before[2], after[2]] if before[2] is not None else None},
-            "layers": [{"name": n, "type": t, "before": w, "after": layer_widths(model).get(n, (t, 0))[1]}
-                       for n, (t, w) in widths_before.items()],
-            "groups": [dict(r, size=before_sizes[a], pruned=pruned[a])
-                       for r, a in zip(group_rows(dg, all_groups), (g.atoms[0] for g in all_groups))],
-            "pinned": pinned_summary(dg),
+            "layers": layer_rows(widths_before, layer_widths(model)),
+            "groups": list(summaries.values()),
+            "pinned": pinned_summary(dg, max_examples=5),
+            "settings": {"ratio": args.ratio, "global": str(args.global_pruning), "importance": args.importance},
         }
         path = write_report(data, args.report)
         print(f"report written to {path}")

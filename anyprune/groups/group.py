@@ -85,6 +85,22 @@ class Dependency:
         return f"{getattr(self.handler, '__name__', self.handler)} on {self.target!r}"
 
 
+def _is_output_dim(sl) -> bool:
+    """Whether a slice is the output dim of a projection (conv / linear / Conv1D / packed attention)."""
+    if not isinstance(sl, ParamSlice) or sl.module is None:
+        return False
+    m = sl.module
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return sl.attr == "weight" and sl.dim == (1 if m.transposed else 0)
+    if isinstance(m, nn.Linear):
+        return sl.attr == "weight" and sl.dim == 0
+    if isinstance(m, nn.MultiheadAttention):
+        return sl.attr in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight") and sl.dim == 0
+    if type(m).__name__ == "Conv1D":  # Hugging Face GPT-2 style: weight is [in, out]
+        return sl.attr == "weight" and sl.dim == 1
+    return False
+
+
 class GroupIndex:
     """Which parameter dims, bindings and leaf modules each atom reaches (built once per graph)."""
 
@@ -185,9 +201,11 @@ class Group:
 
     @property
     def structure(self) -> str:
-        """What one unit of the group is: ``"heads"`` (an outer factor of a product layout: whole attention
-        heads, KV groups, query heads per KV head, conv groups), ``"head_dim"`` (the innermost factor: the same
-        position in every head or group) or ``"channels"`` (plain channels/features)."""
+        """What one unit of the group is, read off the output dims of the layers it prunes: ``"heads"`` (an
+        outer factor of a layer's output: whole attention heads, KV groups, query heads per KV head, conv
+        groups), ``"head_dim"`` (the innermost factor: the same position in every head or group) or
+        ``"channels"`` (plain channels/features; a flatten -> linear block is channels too, as the factoring
+        is on the consumer's input side)."""
         table = self.table
         mine = set(self.atoms)
         found = "channels"
@@ -206,8 +224,10 @@ class Group:
                     walk(kid, role)
 
         for sl in self.slices:
+            if not _is_output_dim(sl):
+                continue
             lay = table.norm(sl.layout)
-            if lay[0] == "p":
+            if lay[0] in ("p", "s"):
                 walk(lay, "channels")
             if found == "heads":
                 break

@@ -97,6 +97,7 @@ class _Recorder(TorchFunctionMode):
         self.alive: list[torch.Tensor] = []
         self.suspended = 0
         self.scopes: list[str | None] = []
+        self.failed_at: str | None = None  # the first op that raised (for error messages)
 
     # ----------------------------------------------------------- values
     def value_of(self, t: torch.Tensor) -> Value:
@@ -125,7 +126,14 @@ class _Recorder(TorchFunctionMode):
         if self.fast_meta and not self.suspended:
             out = fast_meta_result(func, args, kwargs)
         if out is None:
-            out = func(*args, **kwargs)
+            try:
+                out = func(*args, **kwargs)
+            except Exception:
+                if self.failed_at is None:
+                    from .opgraph import func_name
+
+                    self.failed_at = f"{func_name(func)} at {user_source_line(2)}"
+                raise
         if self.suspended or (isinstance(out, _NOT_TENSORS) and func is not torch.Tensor.__setitem__):
             return out
         self.record(func, args, kwargs, out)
@@ -368,7 +376,9 @@ def _trace(model, named_modules, example_inputs, forward_fn, output_transform, l
                 transformed = output_transform(out)
                 out = (out, transformed)
     except Exception as err:
-        raise model_failed(model, err) from err
+        failure = model_failed(model, err)
+        failure.failed_at = rec.failed_at
+        raise failure from err
     finally:
         for h in handles:
             h.remove()

@@ -23,7 +23,9 @@ def test_readme_llama_example():
     assert sizes == [2] * 4 + [4] * 4 + [16, 256] + [512] * 4
     for g in DG.get_all_groups():
         g.prune(idxs=list(range(g.size // 2)))
-    assert DG.verify().shape == (1, 8, model.config.vocab_size)
+    assert (1, 8, model.config.vocab_size) in DG.verify()
+    with torch.no_grad():
+        assert model(torch.randint(0, 100, (2, 5))).logits.shape == (2, 5, model.config.vocab_size)
     assert (model.config.num_key_value_heads, model.config.intermediate_size) == (1, 256)
     assert (model.config.num_attention_heads, model.config.hidden_size, model.config.head_dim) == (2, 128, 16)
     fresh = LlamaForCausalLM(model.config)

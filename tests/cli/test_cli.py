@@ -67,6 +67,15 @@ def test_prune_save_report_and_reload(tmp_path):
         assert fresh(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
 
 
+def test_prune_measures_cpu_latency():
+    r = run("prune", "torchvision:resnet18", "--ratio", "0.5", "--input-size", "64")
+    assert r.returncode == 0, r.stderr
+    latency = re.search(r"CPU latency\s+(\S+) ms\s+(\S+) ms\s+(\S+)x", r.stdout)
+    assert latency is not None, r.stdout
+    assert float(latency.group(1)) > 0
+    assert float(latency.group(2)) > 0
+
+
 @pytest.mark.zoo
 def test_prune_llama_to_a_macs_budget(tmp_path):
     pytest.importorskip("transformers")

@@ -177,6 +177,10 @@ def _measure(model, inputs, latency: bool):
     macs, params = count_ops_and_params(model, inputs)
     ms = None
     if latency:
+        import logging
+
+        # torch.utils.benchmark imports cpp_extension, which logs a CUDA_HOME notice on CPU-only machines
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         from ..utils import measure_latency
 
         ms, _std = measure_latency(model, inputs, repeat=5, warmup=1, num_threads=1)

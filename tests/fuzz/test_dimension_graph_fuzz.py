@@ -7,6 +7,11 @@ by a random non-empty, non-total index set) through the oracle
 (float64, tight tolerance), approximate groups must keep the output shapes.
 The graph must stay in step with the model after every prune, and the pruned
 network, traced again, must give a graph that passes the same checks.
+
+A second property runs the same checks on token networks that always hold an
+attention block (``net_specs(attention=True)``, a quarter as many examples), so
+that whole-head and head_dim groups (``Group.structure``) are drawn often; the
+end-of-run report counts them.
 """
 
 from __future__ import annotations

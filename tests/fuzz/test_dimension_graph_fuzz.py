@@ -142,7 +142,7 @@ def test_attention_strategy_yields_head_groups():
     """Whole-head and head_dim groups of attention blocks are drawn, not only plain channels."""
     found: collections.Counter[str] = collections.Counter()
 
-    @settings(max_examples=60, derandomize=True, database=None, deadline=None)
+    @settings(max_examples=100, derandomize=True, database=None, deadline=None)
     @given(spec=net_specs(attention=True))
     def collect(spec):
         model = build_net(spec)
@@ -153,8 +153,9 @@ def test_attention_strategy_yields_head_groups():
                 found[g.structure] += 1
 
     collect()
-    assert found["heads"] >= 10, f"too few whole-head groups in attention blocks: {dict(found)}"
-    assert found["head_dim"] >= 10, f"too few head_dim groups in attention blocks: {dict(found)}"
+    # about one network in five has a whole-head group, most have a head_dim group: far above these floors
+    assert found["heads"] >= 5, f"too few whole-head groups in attention blocks: {dict(found)}"
+    assert found["head_dim"] >= 25, f"too few head_dim groups in attention blocks: {dict(found)}"
 
 
 def test_strategy_covers_every_block_and_yields_groups():

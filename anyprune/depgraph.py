@@ -541,18 +541,31 @@ class DependencyGraph:
     def load_pruning_history(self, history: Iterable) -> None:
         """Replay ``pruning_history()`` of another graph of the same (unpruned) model on this graph's model.
 
-        Each step is checked before it is applied (the root must exist and its positions must be in range);
-        a step that cannot be replayed raises :class:`~anyprune.PruningError` and leaves that step undone.
+        The form of every step and its root are checked before the first step is applied, so a malformed
+        history leaves the model untouched; the positions of each step are checked when it is reached (they
+        refer to the sizes the earlier steps leave): a step that cannot be replayed raises
+        :class:`~anyprune.PruningError` and leaves that step undone.
         """
         self._require_built()
-        for k, step in enumerate(history):
+        if isinstance(history, (str, bytes, dict)) or not isinstance(history, Iterable):
+            raise ConfigError("load_pruning_history expects the list returned by pruning_history(), got "
+                              f"{type(history).__name__}")
+        roots: dict[tuple[str, int], ParamSlice] = {}
+        for s in self.index.slices:
+            if isinstance(s, ParamSlice):
+                roots.setdefault((s.fqn, s.dim), s)
+        steps = []
+        for k, step in enumerate(list(history)):
             if not (isinstance(step, (tuple, list)) and len(step) == 3):
-                raise ConfigError(f"history step {k} must be (root, dim, positions), got {step!r}")
+                raise ConfigError(f"history step {k} must be (root, dim, positions), got {step!r}; pass the list "
+                                  "returned by pruning_history()")
             name, dim, positions = step
-            root = next((s for s in self.index.slices if isinstance(s, ParamSlice) and s.fqn == name
-                         and s.dim == dim), None)
+            root = roots.get((name, dim)) if isinstance(name, str) and type(dim) is int else None
             if root is None:
-                raise PruningError(f"history step {k}: {name!r} dim {dim!r} is not a prunable dim of this model")
+                raise PruningError(f"history step {k}: {name!r} dim {dim!r} is not a prunable dim of this model; "
+                                   "replay the history on the same (unpruned) architecture it was recorded on")
+            steps.append((k, name, dim, positions, root))
+        for k, name, dim, positions, root in steps:
             n = self.dims.atoms.size(root.layout)
             pos = validate_indices(positions, n, f"history step {k} ({name} dim {dim})")
             removed = self._positions_to_removal(root.layout, pos)

@@ -8,9 +8,11 @@ test (``tests/test_bad_inputs.py``) also checks that a failing call leaves the
 model exactly as it was. ``docs/bad_inputs.md`` is rendered from ``ROWS`` by
 :func:`render_markdown`.
 
-Adding rows for another entry point (e.g. ``pruner.MetaPruner`` with
-``pruning_ratio=-0.1``) is adding ``Row`` s to ``ROWS``; ``Setup`` builds what
-the call needs lazily.
+The rows cover the graph (``DependencyGraph`` and ``Group``), the low-level
+``prune_*`` functions, verification, the pruners (``MetaPruner`` and the
+regularised pruners), every importance criterion, save/load, attribute
+updaters and pruning-history replay. Adding rows for another entry point is
+adding ``Row`` s to ``ROWS``; ``Setup`` builds what the call needs lazily.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import pathlib
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -129,6 +133,33 @@ class _NoMethods:
 
 
 _conv = tp.prune_conv_out_channels
+
+
+class _Unused(nn.Module):
+    """A module type that no row manages to register an updater for."""
+
+
+def _no_update(module: nn.Module, sizes: Any) -> dict[str, Any]:
+    return {}
+
+
+def _pruner_cls(name: str, **kwargs: Any) -> Callable[[Setup], Any]:
+    return lambda s: getattr(tp.pruner, name)(s.model, s.x, **kwargs)
+
+
+def _score(name: str, arg: Any) -> Callable[[Setup], Any]:
+    return lambda s: getattr(tp.importance, name)()(arg)
+
+
+def _regularize_other(name: str) -> Callable[[Setup], Any]:
+    return lambda s: getattr(tp.pruner, name)(s.model, s.x).regularize(small_cnn())
+
+
+def _shrunk_state(model: nn.Module) -> dict[str, Any]:
+    """``anyprune.state_dict`` of ``model`` whose record says conv 0 has 6 channels, tensors still 8."""
+    sd = tp.state_dict(model)
+    sd["structure"]["tensors"]["0.weight"]["shape"] = [6, 3, 3, 3]
+    return sd
 
 ROWS: list[Row] = [
     # ------------------------------------------------------------ build_dependency
@@ -309,6 +340,294 @@ ROWS: list[Row] = [
         tp.TraceError, "the model failed on the example inputs: RuntimeError"),
     Row("count_ops_and_params", "example_inputs is None", lambda s: tp.count_ops_and_params(s.model, None),
         tp.TraceError, "the model failed on the example inputs: TypeError"),
+]
+
+
+# ---------------------------------------------------------------- pruners, importance, save/load, updaters
+_P = tp.pruner.MetaPruner
+
+
+def _pruner(**kwargs: Any) -> Callable[[Setup], Any]:
+    return lambda s: _P(s.model, s.x, **kwargs)
+
+
+def _step(**kwargs: Any) -> Callable[[Setup], Any]:
+    return lambda s: _P(s.model, s.x, **kwargs).step()
+
+
+def _warned(call: Callable[[Setup], Any]) -> Callable[[Setup], Any]:
+    """Run ``call`` and return ``(result, [warning messages])``."""
+    import warnings
+
+    def run(s: Setup) -> tuple[Any, list[str]]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = call(s)
+        return result, [str(w.message) for w in caught]
+
+    return run
+
+
+def _pruned_by_half(dtype: torch.dtype, requires_grad: bool, run: bool = True) -> Callable[[Setup], Any]:
+    """Check of a ``MetaPruner(pruning_ratio=0.5).step()`` on the small CNN (conv 0's 8 channels -> 4)."""
+    def check(s: Setup, result: Any) -> None:
+        assert (result.groups_pruned, result.indices_pruned) == (1, 4), result
+        assert (s.model[0].out_channels, s.model[1].num_features, s.model[3].in_channels) == (4, 4, 4)
+        for n, p in s.model.named_parameters():
+            assert p.dtype == dtype, f"{n}: dtype {p.dtype}"
+            assert p.requires_grad is requires_grad, f"{n}: requires_grad changed"
+        if run:
+            with torch.no_grad():
+                assert s.model(s.x).shape == (1, 4, 6, 6)
+
+    return check
+
+
+def _warns(fragment: str, unchanged: bool = True) -> Callable[[Setup, Any], None]:
+    def check(s: Setup, outcome: tuple[Any, list[str]]) -> None:
+        _, messages = outcome
+        assert any(fragment in m for m in messages), f"no warning containing {fragment!r}: {messages}"
+        if unchanged:
+            assert all(p.shape == q.shape for p, q in zip(s.model.parameters(), Setup().model.parameters()))
+
+    return check
+
+
+def _linear() -> Setup:
+    return Setup(lambda: nn.Linear(4, 3), (2, 4))
+
+
+def _bad_forward() -> Setup:
+    return Setup(lambda: nn.Sequential(nn.Conv2d(3, 4, 1), nn.Flatten(), nn.Linear(5, 2)))
+
+
+def _in_tmp(call: Callable[[Setup, pathlib.Path], Any]) -> Callable[[Setup], Any]:
+    def run(s: Setup) -> Any:
+        with tempfile.TemporaryDirectory() as d:
+            return call(s, pathlib.Path(d))
+
+    return run
+
+
+def _history(*steps: Any) -> Callable[[Setup], Any]:
+    return lambda s: s.dg.load_pruning_history(list(steps))
+
+
+IMPORTANCES = ["GroupMagnitudeImportance", "BNScaleImportance", "LAMPImportance", "FPGMImportance",
+               "RandomImportance", "GroupTaylorImportance", "GroupHessianImportance", "ActivationImportance"]
+REGULARIZED = ["BNScalePruner", "GroupNormPruner", "GrowingRegPruner"]
+
+ROWS += [
+    # ------------------------------------------------------------ MetaPruner
+    Row("pruner.MetaPruner", "model is a str", lambda s: _P("resnet50", s.x),
+        tp.ConfigError, "model must be a torch.nn.Module, got str"),
+    Row("pruner.MetaPruner", "negative pruning_ratio", _pruner(pruning_ratio=-0.1),
+        tp.ConfigError, "pruning_ratio must be a number in [0, 1] (the fraction of channels to remove), got -0.1"),
+    Row("pruner.MetaPruner", "pruning_ratio > 1", _pruner(pruning_ratio=1.5),
+        tp.ConfigError, "pruning_ratio must be a number in [0, 1] (the fraction of channels to remove), got 1.5"),
+    Row("pruner.MetaPruner", "NaN pruning_ratio", _pruner(pruning_ratio=math.nan),
+        tp.ConfigError, "pruning_ratio must be a number in [0, 1] (the fraction of channels to remove), got nan"),
+    Row("pruner.MetaPruner", "pruning_ratio is a str", _pruner(pruning_ratio="0.5"),
+        tp.ConfigError, "pruning_ratio must be a number in [0, 1] (the fraction of channels to remove), got '0.5'"),
+    Row("pruner.MetaPruner", "pruning_ratio_dict with a module of another model",
+        _pruner(pruning_ratio_dict={nn.Conv2d(3, 8, 3): 0.5}),
+        tp.ConfigError, "pruning_ratio_dict key Conv2d is not a submodule of the model; use modules of the model"),
+    Row("pruner.MetaPruner", "pruning_ratio_dict with a module name (str)", _pruner(pruning_ratio_dict={"0": 0.5}),
+        tp.ConfigError, "pruning_ratio_dict keys must be modules or tuples of modules, got '0'"),
+    Row("pruner.MetaPruner", "pruning_ratio_dict with a ratio > 1",
+        lambda s: _P(s.model, s.x, pruning_ratio_dict={s.model[0]: 2.0}),
+        tp.ConfigError, "pruning_ratio_dict[Conv2d] must be a number in [0, 1]"),
+    Row("pruner.MetaPruner", "pruning_ratio_dict with a NaN ratio",
+        lambda s: _P(s.model, s.x, pruning_ratio_dict={(s.model[0], s.model[3]): math.nan}),
+        tp.ConfigError, "pruning_ratio_dict[Conv2d] must be a number in [0, 1]"),
+    Row("pruner.MetaPruner", "pruning_ratio_dict with an empty tuple key", _pruner(pruning_ratio_dict={(): 0.5}),
+        tp.ConfigError, "pruning_ratio_dict has an empty tuple as a key"),
+    Row("pruner.MetaPruner", "pruning_ratio_dict is a list", _pruner(pruning_ratio_dict=[0.5]),
+        tp.ConfigError, "pruning_ratio_dict must be a dict {module or tuple of modules: ratio}, got list"),
+    Row("pruner.MetaPruner", "ignored_layers with a module of another model",
+        _pruner(ignored_layers=[nn.Conv2d(3, 8, 3)]),
+        tp.ConfigError, "ignored_layers: Conv2d is not a submodule of the model"),
+    Row("pruner.MetaPruner", "ignored_layers with a module name (str)", _pruner(ignored_layers=["0"]),
+        tp.ConfigError, "ignored_layers entries must be modules, module types or parameters, got '0'"),
+    Row("pruner.MetaPruner", "iterative_steps = 0", _pruner(iterative_steps=0),
+        tp.ConfigError, "iterative_steps must be an int >= 1, got 0"),
+    Row("pruner.MetaPruner", "iterative_steps is a float", _pruner(iterative_steps=2.5),
+        tp.ConfigError, "iterative_steps must be an int >= 1, got 2.5"),
+    Row("pruner.MetaPruner", "a scheduler that returns the wrong number of ratios",
+        _pruner(iterative_steps=3, iterative_pruning_ratio_scheduler=lambda r, n: [0.0, r]),
+        tp.ConfigError, "returned 2 values; it must return steps + 1 = 4"),
+    Row("pruner.MetaPruner", "a scheduler whose ratios decrease",
+        _pruner(iterative_steps=2, iterative_pruning_ratio_scheduler=lambda r, n: [0.0, r, 0.1]),
+        tp.ConfigError, "ratios must not decrease (pruned channels cannot come back)"),
+    Row("pruner.MetaPruner", "a scheduler that returns ratios > 1",
+        _pruner(iterative_steps=1, iterative_pruning_ratio_scheduler=lambda r, n: [0.0, 2.0]),
+        tp.ConfigError, "every ratio must lie in [0, 1]"),
+    Row("pruner.MetaPruner", "a scheduler that is not callable", _pruner(iterative_pruning_ratio_scheduler=[0, 0.5]),
+        tp.ConfigError, "iterative_pruning_ratio_scheduler must be a callable (ratio, steps)"),
+    Row("pruner.MetaPruner", "round_to = 0", _pruner(round_to=0),
+        tp.ConfigError, "round_to must be None or an int >= 1 (e.g. 8), got 0"),
+    Row("pruner.MetaPruner", "max_pruning_ratio = 0", _pruner(max_pruning_ratio=0),
+        tp.ConfigError, "max_pruning_ratio must be in (0, 1] (the most any group may lose), got 0"),
+    Row("pruner.MetaPruner", "negative target_macs", _pruner(target_macs=-5),
+        tp.ConfigError, "target_macs must be a fraction in (0, 1] of the original or an absolute count > 1, got -5"),
+    Row("pruner.MetaPruner", "NaN target_params", _pruner(target_params=math.nan),
+        tp.ConfigError, "target_params must be a fraction in (0, 1] of the original or an absolute count > 1"),
+    Row("pruner.MetaPruner", "target_macs larger than the model's MACs", _pruner(target_macs=1e12),
+        tp.ConfigError, "target_macs=1000000000000.0 is more than the model has (8,928 MACs): nothing would be pruned"),
+    Row("pruner.MetaPruner", "target_params larger than the model", _pruner(target_params=10_000),
+        tp.ConfigError, "target_params=10000 is more than the model has (276 parameters)"),
+    Row("pruner.MetaPruner", "a budget that cannot be met", _step(target_params=3),
+        tp.PruningError, "the budget cannot be met: pruning every group as far as allowed gives params"),
+    Row("pruner.MetaPruner", "head_pruning_ratio > 1", _pruner(prune_num_heads=True, head_pruning_ratio=1.5),
+        tp.ConfigError, "head_pruning_ratio must be a number in [0, 1] (the fraction of channels to remove), got 1.5"),
+    Row("pruner.MetaPruner", "negative head_pruning_ratio", _pruner(prune_num_heads=True, head_pruning_ratio=-0.5),
+        tp.ConfigError, "head_pruning_ratio must be a number in [0, 1]"),
+    Row("pruner.MetaPruner", "num_heads that does not divide the width",
+        lambda s: _P(s.model, s.x, num_heads={s.model[0]: 3}),
+        tp.ConfigError, "num_heads[Conv2d] = 3 does not divide its width 8"),
+    Row("pruner.MetaPruner", "importance is not callable", _pruner(importance="l2"),
+        tp.ConfigError, "importance must be callable as importance(group) -> scores, got 'l2'"),
+    Row("pruner.MetaPruner", "importance returns the wrong number of scores",
+        _step(importance=lambda g: torch.ones(3)),
+        tp.PruningError, "returned 3 scores for the group rooted at 0.weight of size 8"),
+    Row("pruner.MetaPruner", "importance returns NaN scores",
+        _step(importance=lambda g: torch.full((g.size,), math.nan)),
+        tp.PruningError, "returned non-finite scores for the group rooted at 0.weight"),
+    Row("pruner.MetaPruner", "example_inputs that make the forward fail",
+        lambda s: _P(s.model, torch.randn(1, 3, 6, 6)),
+        tp.TraceError, "mat1 and mat2 shapes cannot be multiplied", setup=_bad_forward),
+    Row("pruner.MetaPruner", "example_inputs with the wrong number of channels",
+        lambda s: _P(s.model, torch.randn(1, 5, 6, 6)),
+        tp.TraceError, "expected input[1, 5, 6, 6] to have 3 channels"),
+    Row("pruner.MetaPruner", "forward_fn is not callable", _pruner(forward_fn="forward"),
+        tp.ConfigError, "forward_fn must be a callable or None, got str"),
+    Row("pruner.MetaPruner", "half-precision model and inputs", _step(pruning_ratio=0.5),
+        None, "prunes in float16", setup=_half, check=_pruned_by_half(torch.float16, True, run=False)),
+    Row("pruner.MetaPruner", "frozen parameters (requires_grad=False)", _step(pruning_ratio=0.5),
+        None, "prunes, requires_grad stays False", setup=_frozen, check=_pruned_by_half(torch.float32, False)),
+    Row("pruner.MetaPruner", "model on mixed devices (cpu and meta)", _step(pruning_ratio=0.5),
+        None, "prunes on both devices", setup=_mixed_devices, check=_pruned_by_half(torch.float32, True, run=False)),
+    Row("pruner.MetaPruner", "a model with no prunable group", _warned(_step(pruning_ratio=0.5)),
+        None, "warns: found no prunable group; step() prunes nothing", setup=_linear,
+        check=_warns("MetaPruner found no prunable group in Linear", unchanged=False)),
+    Row("pruner.MetaPruner", "step() after the last step",
+        _warned(lambda s: (lambda p: (p.step(), p.step())[1])(_P(s.model, s.x, pruning_ratio=0.5))),
+        None, "warns: all 1 iterative steps are done; returns None",
+        check=lambda s, out: (_warns("all 1 iterative steps are done", unchanged=False)(s, out), out[0] is None)),
+    # ------------------------------------------------------------ regularised pruners
+    *[Row(f"pruner.{name}", "regularize(another model)",
+          _regularize_other(name),
+          tp.ConfigError, "regularize(model) must get the model this pruner was built for") for name in REGULARIZED],
+    *[Row(f"pruner.{name}", "negative reg", _pruner_cls(name, reg=-1),
+          tp.ConfigError, "reg must be a finite number >= 0 (the penalty's strength), got -1") for name in REGULARIZED],
+    Row("pruner.GrowingRegPruner", "NaN delta_reg", _pruner_cls("GrowingRegPruner", delta_reg=math.nan),
+        tp.ConfigError, "delta_reg must be a finite number >= 0 (the penalty's strength), got nan"),
+    # ------------------------------------------------------------ importance criteria
+    *[Row(f"importance.{name}", "called on a str instead of a group",
+          _score(name, "conv"),
+          tp.ConfigError, f"{name} scores a Group (from DependencyGraph.get_all_groups, get_pruning_group or a "
+                          "pruner), got str") for name in IMPORTANCES],
+    Row("importance.GroupMagnitudeImportance", "called on a module instead of a group",
+        lambda s: tp.importance.GroupMagnitudeImportance()(s.model[0]),
+        tp.ConfigError, "GroupMagnitudeImportance scores a Group"),
+    Row("importance.GroupTaylorImportance", "no gradients", lambda s: tp.importance.GroupTaylorImportance()(s.group),
+        tp.PruningError, "needs gradients, but no parameter of the group rooted at 0.weight has a .grad"),
+    Row("importance.ActivationImportance", "not calibrated", lambda s: tp.importance.ActivationImportance()(s.group),
+        tp.PruningError, "ActivationImportance is not calibrated: call imp.calibrate(model, batches) first"),
+    # ------------------------------------------------------------ save / load
+    Row("save_pruned", "model is a str", _in_tmp(lambda s, d: tp.save_pruned("model", d)),
+        tp.ConfigError, "model must be a torch.nn.Module, got str"),
+    Row("save_pruned", "a model on the meta device",
+        _in_tmp(lambda s, d: tp.save_pruned(s.model, d)),
+        tp.ConfigError, "the model has tensors on the meta device: there are no weights to save",
+        setup=_mixed_devices),
+    Row("load_pruned", "model is a str", _in_tmp(lambda s, d: tp.load_pruned("model", tp.save_pruned(s.model, d))),
+        tp.ConfigError, "model must be a torch.nn.Module, got str"),
+    Row("load_pruned", "a directory that does not exist",
+        _in_tmp(lambda s, d: tp.load_pruned(s.model, d / "missing")),
+        tp.ConfigError, "cannot read the structure record"),
+    Row("load_pruned", "a directory without the weights file",
+        _in_tmp(lambda s, d: (tp.save_pruned(small_cnn(), d), (d / "model.safetensors").unlink(),
+                              tp.load_pruned(s.model, d))),
+        tp.ConfigError, "model.safetensors (not a safetensors file?)"),
+    Row("load_pruned", "a record that is not JSON",
+        _in_tmp(lambda s, d: (tp.save_pruned(small_cnn(), d), (d / "anyprune.json").write_text("{"),
+                              tp.load_pruned(s.model, d))),
+        tp.ConfigError, "cannot read the structure record"),
+    Row("load_pruned", "a file saved from another architecture",
+        _in_tmp(lambda s, d: tp.load_pruned(s.model, tp.save_pruned(nn.Sequential(nn.Linear(3, 4)), d))),
+        tp.ConfigError, "'0.weight' has 4 dims in the model and 2 in the file: it was saved from another architecture"),
+    Row("load_pruned", "a file of a model with an extra layer",
+        _in_tmp(lambda s, d: tp.load_pruned(s.model, tp.save_pruned(nn.Sequential(*small_cnn(), nn.ReLU(),
+                                                                                 nn.Conv2d(4, 2, 1)), d))),
+        tp.ConfigError, "the model has no parameter or buffer '5."),
+    Row("load_state_dict", "model is a str", lambda s: tp.load_state_dict("model", tp.state_dict(s.model)),
+        tp.ConfigError, "load_state_dict: model must be a torch.nn.Module, got str"),
+    Row("load_state_dict", "not the dict of anyprune.state_dict",
+        lambda s: tp.load_state_dict(s.model, s.model.state_dict()),
+        tp.ConfigError, "load_state_dict expects the dict returned by anyprune.state_dict(model), got OrderedDict"),
+    Row("load_state_dict", "a state dict of another architecture",
+        lambda s: tp.load_state_dict(s.model, tp.state_dict(nn.Sequential(nn.Linear(3, 4)))),
+        tp.ConfigError, "it was saved from another architecture"),
+    Row("load_state_dict", "tensors that disagree with the structure record",
+        lambda s: tp.load_state_dict(s.model, _shrunk_state(s.model)),
+        tp.ConfigError, "'0.weight': (8, 3, 3, 3) in the state dict, but the structure record says [6, 3, 3, 3]"),
+    Row("state_dict", "model is a str", lambda s: tp.state_dict("model"),
+        tp.ConfigError, "state_dict: model must be a torch.nn.Module, got str"),
+    # ------------------------------------------------------------ register_module_updater
+    Row("register_module_updater", "module_type is an int", lambda s: tp.register_module_updater(3, _no_update),
+        tp.ConfigError, "module_type must be an nn.Module subclass (the class, not an instance)"),
+    Row("register_module_updater", "module_type is a module instance",
+        lambda s: tp.register_module_updater(s.model[0], _no_update),
+        tp.ConfigError, "module_type must be an nn.Module subclass (the class, not an instance) or its qualified"),
+    Row("register_module_updater", "module_type is not a module class",
+        lambda s: tp.register_module_updater(dict, _no_update),
+        tp.ConfigError, "module_type must be an nn.Module subclass"),
+    Row("register_module_updater", "module_type is an unqualified name",
+        lambda s: tp.register_module_updater("Conv2d", _no_update),
+        tp.ConfigError, "a module type given by name must be qualified ('pkg.mod.Class'), got 'Conv2d'"),
+    Row("register_module_updater", "update is not callable", lambda s: tp.register_module_updater(_Unused, 5),
+        tp.ConfigError, "update must be a callable (module, sizes) -> {attr: value}, got 5"),
+    Row("register_module_updater", "decorator applied to a non-callable",
+        lambda s: tp.register_module_updater(_Unused)("head_dim"),
+        tp.ConfigError, "update must be a callable (module, sizes) -> {attr: value}, got 'head_dim'"),
+    Row("register_module_updater", "couple is not callable",
+        lambda s: tp.register_module_updater(_Unused, _no_update, couple=[("q.weight", 0)]),
+        tp.ConfigError, "couple must be a callable module -> [((param, dim), (param, dim)), ...] or None"),
+    # ------------------------------------------------------------ DependencyGraph.verify
+    Row("DependencyGraph.verify", "graph not built", lambda s: tp.DependencyGraph().verify(),
+        tp.ConfigError, "call build_dependency(model, example_inputs) first"),
+    Row("DependencyGraph.verify", "example_inputs that make the forward fail",
+        lambda s: s.dg.verify(torch.randn(1, 5, 6, 6)),
+        tp.VerificationError, "F.conv2d at"),
+    # ------------------------------------------------------------ DependencyGraph.load_pruning_history
+    Row("DependencyGraph.load_pruning_history", "graph not built",
+        lambda s: tp.DependencyGraph().load_pruning_history([("0.weight", 0, [1])]),
+        tp.ConfigError, "call build_dependency(model, example_inputs) first"),
+    Row("DependencyGraph.load_pruning_history", "history is an int", lambda s: s.dg.load_pruning_history(5),
+        tp.ConfigError, "load_pruning_history expects the list returned by pruning_history(), got int"),
+    Row("DependencyGraph.load_pruning_history", "history is a str", lambda s: s.dg.load_pruning_history("0.weight"),
+        tp.ConfigError, "load_pruning_history expects the list returned by pruning_history(), got str"),
+    Row("DependencyGraph.load_pruning_history", "a step with two fields", _history(("0.weight", 0)),
+        tp.ConfigError, "history step 0 must be (root, dim, positions), got ('0.weight', 0)"),
+    Row("DependencyGraph.load_pruning_history", "an unknown root", _history(("9.weight", 0, [0])),
+        tp.PruningError, "history step 0: '9.weight' dim 0 is not a prunable dim of this model"),
+    Row("DependencyGraph.load_pruning_history", "dim given as a str", _history(("0.weight", "0", [0])),
+        tp.PruningError, "history step 0: '0.weight' dim '0' is not a prunable dim of this model"),
+    Row("DependencyGraph.load_pruning_history", "a malformed second step (the first is valid)",
+        _history(("0.weight", 0, [1]), ("0.weight", 0)),
+        tp.ConfigError, "history step 1 must be (root, dim, positions)"),
+    Row("DependencyGraph.load_pruning_history", "an unknown root in the second step (the first is valid)",
+        _history(("0.weight", 0, [1]), ("nope", 0, [1])),
+        tp.PruningError, "history step 1: 'nope' dim 0 is not a prunable dim of this model"),
+    Row("DependencyGraph.load_pruning_history", "positions out of range", _history(("0.weight", 0, [99])),
+        tp.PruningError, "history step 0 (0.weight dim 0): indices [99] out of range [0, 8)"),
+    Row("DependencyGraph.load_pruning_history", "duplicated positions", _history(("0.weight", 0, [1, 1])),
+        tp.PruningError, "history step 0 (0.weight dim 0): duplicated indices in [1, 1]"),
+    Row("DependencyGraph.load_pruning_history", "NaN positions", _history(("0.weight", 0, [math.nan])),
+        tp.PruningError, "history step 0 (0.weight dim 0): indices must be ints, got nan (float)"),
+    Row("DependencyGraph.load_pruning_history", "every position", _history(("0.weight", 0, list(range(8)))),
+        tp.PruningError, "Cannot prune all 8 positions of `0.weight` dim 0"),
 ]
 
 

@@ -21,7 +21,9 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.write_line(
             f"{s['networks']} random networks built, {s['groups_found']} prunable groups found, "
             f"{s['groups_checked']} groups pruned and checked ({s['exact']} exact, against the masked model; "
-            f"{s['approximate']} approximate, shapes only), {s['rebuilt']} pruned networks rebuilt and linted"
+            f"{s['approximate']} approximate, shapes only), {s['rebuilt']} pruned networks rebuilt and linted; "
+            f"by structure: {s['structure:heads']} heads groups ({s['attention:heads']} of attention blocks), "
+            f"{s['structure:head_dim']} head_dim groups ({s['attention:head_dim']} of attention blocks)"
         )
     if s["fault_points"]:
         terminalreporter.write_sep("-", "anyprune fault injection")

@@ -13,6 +13,7 @@ from ..trace.recorder import run_model
 from .base import (
     GroupReduction,
     Normalizer,
+    check_group,
     check_group_reduction,
     check_normalizer,
     normalize,
@@ -110,6 +111,7 @@ class ActivationImportance:
             raise ConfigError("calibrate got no batches; pass an iterable of example inputs")
 
     def __call__(self, group: Any) -> torch.Tensor | None:
+        check_group(group, "ActivationImportance")
         if not self._sums:
             raise PruningError("ActivationImportance is not calibrated: call imp.calibrate(model, batches) first")
         per_slice = []

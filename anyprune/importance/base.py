@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, PruningError
-from ..groups.group import ParamSlice
+from ..groups.group import Group, ParamSlice
 
 __all__ = [
     "Importance",
@@ -82,7 +82,17 @@ def check_normalizer(value: Any) -> None:
         )
 
 
+def check_group(group: Any, who: str) -> None:
+    """Raise :class:`ConfigError` unless ``group`` is a :class:`~anyprune.groups.group.Group`."""
+    if not isinstance(group, Group):
+        raise ConfigError(
+            f"{who} scores a Group (from DependencyGraph.get_all_groups, get_pruning_group or a pruner), "
+            f"got {type(group).__name__}; e.g. imp(dg.get_all_groups()[0])"
+        )
+
+
 def _one_atom(group: Any, who: str) -> int:
+    check_group(group, who)
     atoms = getattr(group, "atoms", None)
     if atoms is None or len(atoms) != 1:
         raise PruningError(

@@ -12,6 +12,7 @@ from ..errors import ConfigError, PruningError
 from .base import (
     GroupReduction,
     Normalizer,
+    check_group,
     check_group_reduction,
     check_normalizer,
     normalize,
@@ -137,6 +138,7 @@ class GroupHessianImportance:
 
     @torch.no_grad()
     def __call__(self, group: Any) -> torch.Tensor | None:
+        check_group(group, type(self).__name__)
         if not self._acc:
             raise PruningError(
                 "GroupHessianImportance has no accumulated gradients: for each sample run loss.backward() "

@@ -11,6 +11,7 @@ from ..errors import ConfigError
 from .base import (
     GroupReduction,
     Normalizer,
+    check_group,
     check_group_reduction,
     check_normalizer,
     normalize,
@@ -33,6 +34,7 @@ class RandomImportance:
         self._gen = None if seed is None else torch.Generator().manual_seed(int(seed))
 
     def __call__(self, group: Any) -> torch.Tensor:
+        check_group(group, "RandomImportance")
         return torch.rand(group.size, generator=self._gen, dtype=torch.float64)
 
 

@@ -44,6 +44,8 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import ConfigError
+
 __all__ = ["ModuleUpdater", "Sizes", "register_module_updater", "unregister_module_updater", "updater_for",
            "managed_types", "UPDATERS"]
 
@@ -148,13 +150,19 @@ def register_module_updater(module_type: type | str, update: Callable | None = N
     """
     if isinstance(module_type, str):
         if "." not in module_type:
-            raise TypeError(f"a module type given by name must be qualified ('pkg.mod.Class'), got {module_type!r}")
+            raise ConfigError(f"register_module_updater: a module type given by name must be qualified "
+                              f"('pkg.mod.Class'), got {module_type!r}")
     elif not isinstance(module_type, type) or not issubclass(module_type, nn.Module):
-        raise TypeError(f"module_type must be an nn.Module subclass, got {module_type!r}")
+        raise ConfigError(f"register_module_updater: module_type must be an nn.Module subclass (the class, not an "
+                          f"instance) or its qualified name, got {module_type!r}")
+    if couple is not None and not callable(couple):
+        raise ConfigError(f"register_module_updater: couple must be a callable module -> [((param, dim), (param, "
+                          f"dim)), ...] or None, got {couple!r}")
 
     def deco(fn: Callable) -> Callable:
         if not callable(fn):
-            raise TypeError(f"update must be callable, got {fn!r}")
+            raise ConfigError(f"register_module_updater: update must be a callable (module, sizes) -> "
+                              f"{{attr: value}}, got {fn!r}")
         UPDATERS[module_type] = ModuleUpdater(module_type, fn, model_level, couple)
         return fn
 

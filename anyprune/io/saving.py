@@ -127,7 +127,8 @@ def _plan(model: nn.Module, record: dict[str, Any]):
             raise ConfigError(f"structure record: bad shape for {name!r}: {shape!r}")
         t = tensors[name]
         if len(shape) != t.ndim:
-            raise ConfigError(f"{name!r} has {t.ndim} dims in the model and {len(shape)} in the file")
+            raise ConfigError(f"{name!r} has {t.ndim} dims in the model and {len(shape)} in the file: it was saved "
+                              "from another architecture; build the same original architecture before loading")
         dtype = getattr(torch, str(spec.get("dtype")), None)
         if not isinstance(dtype, torch.dtype):
             raise ConfigError(f"structure record: bad dtype for {name!r}: {spec.get('dtype')!r}")
@@ -258,21 +259,37 @@ def load_pruned(model: nn.Module, path: str | os.PathLike, strict: bool = True) 
 
 def state_dict(model: nn.Module) -> dict[str, Any]:
     """Seed-compatible ``tp.state_dict(model)``: ``{"state_dict": tensors, "structure": record}``."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"state_dict: model must be a torch.nn.Module, got {type(model).__name__}")
     return {"state_dict": {n: t.detach() for n, t in _tensors(model).items()}, "structure": structure_of(model)}
 
 
 def load_state_dict(model: nn.Module, state_dict: dict[str, Any]) -> nn.Module:
     """Seed-compatible ``tp.load_state_dict(model, state_dict=tp.state_dict(pruned))`` into a fresh model."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"load_state_dict: model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(state_dict, dict) or "structure" not in state_dict or "state_dict" not in state_dict:
-        raise ConfigError("expected the dict returned by anyprune.state_dict(model)")
-    apply_structure(model, state_dict["structure"])
+        raise ConfigError("load_state_dict expects the dict returned by anyprune.state_dict(model), got "
+                          f"{type(state_dict).__name__}")
+    record = _check_record(state_dict["structure"])
+    weights = state_dict["state_dict"]
+    if not isinstance(weights, dict):
+        raise ConfigError(f"load_state_dict: 'state_dict' must map names to tensors, got {type(weights).__name__}")
     tensors = _tensors(model)
+    for name, w in weights.items():  # everything is checked before the model changes
+        if name not in tensors:
+            raise ConfigError(f"the model has no parameter or buffer {name!r}: build the same original "
+                              "architecture before loading")
+        spec = record["tensors"].get(name)
+        seen = 0
+        while isinstance(spec, dict) and "alias" in spec and seen < len(record["tensors"]):
+            spec, seen = record["tensors"].get(spec["alias"]), seen + 1
+        want = spec.get("shape") if isinstance(spec, dict) else None
+        if not isinstance(w, torch.Tensor) or list(w.shape) != want:
+            got = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
+            raise ConfigError(f"{name!r}: {got} in the state dict, but the structure record says {want}")
+    apply_structure(model, record)  # checks the record against the model before changing anything
     with torch.no_grad():
-        for name, w in state_dict["state_dict"].items():
-            t = tensors.get(name)
-            if t is None:
-                raise ConfigError(f"the model has no parameter or buffer {name!r}")
-            if t.shape != w.shape:
-                raise ConfigError(f"{name!r}: shape {tuple(w.shape)} in the state dict, {tuple(t.shape)} in the model")
-            t.data.copy_(w)
+        for name, w in weights.items():
+            tensors[name].data.copy_(w)
     return model

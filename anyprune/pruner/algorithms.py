@@ -7,6 +7,7 @@ groups the pruner would prune (refreshed by :meth:`update_regularizer`).
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -26,8 +27,8 @@ _EPS = 1e-8
 
 
 def _check_reg(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
-        raise ConfigError(f"{name} must be a number >= 0 (the penalty's strength), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) < math.inf:
+        raise ConfigError(f"{name} must be a finite number >= 0 (the penalty's strength), got {value!r}")
     return float(value)
 
 

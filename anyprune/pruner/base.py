@@ -222,6 +222,16 @@ class MetaPruner:
             self.base_macs, _ = count_ops_and_params(model, example_inputs, forward_fn)
         self._absolute_targets = (self._absolute(target_macs, self.base_macs), self._absolute(target_params,
                                                                                                self.base_params))
+        for name, target, base, unit in (("target_macs", target_macs, self.base_macs, "MACs"),
+                                         ("target_params", target_params, self.base_params, "parameters")):
+            if target is not None and base is not None and target > 1 and target > base:
+                raise ConfigError(f"{name}={target!r} is more than the model has ({base:,} {unit}): nothing would "
+                                  f"be pruned. Give a fraction in (0, 1] of the original or a count below {base:,}")
+        if not groups:
+            warnings.warn(f"{type(self).__name__} found no prunable group in {type(model).__name__}: every dim is "
+                          "pinned (model inputs and outputs, ignored_layers, ops without a dimension rule) or no "
+                          "group is rooted at root_module_types, so step() prunes nothing", AnyPruneWarning,
+                          stacklevel=_user_stacklevel())
 
     # ------------------------------------------------------------ validation
     @staticmethod
@@ -285,7 +295,8 @@ class MetaPruner:
                 if not isinstance(m, nn.Module):
                     raise ConfigError(f"pruning_ratio_dict keys must be modules or tuples of modules, got {m!r}")
                 if id(m) not in ids:
-                    raise ConfigError(f"pruning_ratio_dict key {type(m).__name__} is not a submodule of the model")
+                    raise ConfigError(f"pruning_ratio_dict key {type(m).__name__} is not a submodule of the model; "
+                                      "use modules of the model being pruned (e.g. model.layer1)")
                 scope.update(id(x) for x in m.modules())
             scopes.append((scope, _check_ratio(ratio, f"pruning_ratio_dict[{type(members[0]).__name__}]")))
             self._scope_names.append(", ".join(type(m).__name__ for m in members))

@@ -40,7 +40,7 @@ from torch import nn
 
 __all__ = [
     "Block", "NetSpec", "build_net", "example_input", "net_specs", "IMAGE_KINDS", "TOKEN_KINDS", "HEADS",
-    "IMAGE_SHAPE", "TOKEN_SHAPE", "N_OUT",
+    "IMAGE_SHAPE", "TOKEN_SHAPE", "N_OUT", "attention_blocks",
 ]
 
 IMAGE_SHAPE = (2, 3, 4, 4)  # batch, channels, height, width
@@ -439,6 +439,11 @@ def _token_block(c: int, b: Block) -> tuple[nn.Module, int]:
     raise ValueError(f"unknown token block {b.kind!r}")
 
 
+def attention_blocks(model: nn.Module) -> list[str]:
+    """Qualified names of the attention blocks of a network built by :func:`build_net`."""
+    return [n for n, m in model.named_modules() if isinstance(m, _Attention)]
+
+
 # ---------------------------------------------------------------- the network
 class FuzzNet(nn.Module):
     """The network a :class:`NetSpec` describes."""
@@ -524,8 +529,21 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def net_specs(max_blocks: int = 5, max_token_blocks: int = 4):
-    """A hypothesis strategy of valid :class:`NetSpec` s (hypothesis is imported here)."""
+# attention is drawn three times as often as any other token block, and the ``"heads"`` view (the only one
+# whose head count is derived, hence prunable) twice as often as each other view: otherwise whole-head
+# groups would be rare among the drawn networks
+_TOKEN_DRAW = (*TOKEN_KINDS, "attn", "attn")
+_VIEW_DRAW = ("minus1", "heads", "derived", "unflatten", "heads")
+# networks drawn for their attention: half of the views derive the head count
+_VIEW_DRAW_ATTENTION = ("heads", "minus1", "heads", "derived", "heads", "unflatten")
+
+
+def net_specs(max_blocks: int = 5, max_token_blocks: int = 4, attention: bool = False):
+    """A hypothesis strategy of valid :class:`NetSpec` s (hypothesis is imported here).
+
+    ``attention=True`` draws only token networks with at least one attention block of 2 or 4 query heads
+    (the other blocks are drawn as usual), for properties about head and head_dim groups.
+    """
     from hypothesis import strategies as st
 
     widths = st.sampled_from([4, 2, 3, 6, 8])
@@ -576,8 +594,8 @@ def net_specs(max_blocks: int = 5, max_token_blocks: int = 4):
         return Block(kind)
 
     @st.composite
-    def token_block(draw, c: int) -> Block:
-        kind = draw(st.sampled_from(TOKEN_KINDS))
+    def token_block(draw, c: int, kind: str | None = None) -> Block:
+        kind = kind or draw(st.sampled_from(_TOKEN_DRAW))
         if kind == "linear":
             return Block("linear", out=draw(widths), bias=draw(st.booleans()))
         if kind == "ln":
@@ -589,14 +607,14 @@ def net_specs(max_blocks: int = 5, max_token_blocks: int = 4):
         if kind == "glu":
             return Block("glu", hidden=draw(st.sampled_from([4, 2, 3])), packed=draw(st.booleans()))
         if kind == "attn":
-            heads = draw(st.sampled_from([2, 1, 4]))
+            heads = draw(st.sampled_from([2, 4] if attention else [2, 1, 4]))
             kv = draw(st.sampled_from(_divisors(heads)))
             dim = draw(st.sampled_from([2, 3, 4]))
             variant = draw(st.sampled_from(["matmul", "sdpa"]))
             repeats = ["expand", "interleave"] + (["gqa"] if variant == "sdpa" else [])
             packed = draw(st.booleans())
             return Block("attn", heads=heads, kv=kv, dim=dim, dim_v=dim if packed else draw(st.sampled_from([2, 3])),
-                         view=draw(st.sampled_from(["minus1", "heads", "derived", "unflatten"])),
+                         view=draw(st.sampled_from(_VIEW_DRAW_ATTENTION if attention else _VIEW_DRAW)),
                          repeat=draw(st.sampled_from(repeats)) if kv < heads else "expand",
                          variant=variant, packed=packed)
         if kind == "cat":
@@ -605,7 +623,7 @@ def net_specs(max_blocks: int = 5, max_token_blocks: int = 4):
 
     @st.composite
     def specs(draw) -> NetSpec:
-        family = draw(st.sampled_from(["image", "tokens"]))
+        family = "tokens" if attention else draw(st.sampled_from(["image", "tokens"]))
         token_blocks: list[Block] = []
         blocks: list[Block] = []
         head, tokenize = "tokens", None
@@ -627,8 +645,10 @@ def net_specs(max_blocks: int = 5, max_token_blocks: int = 4):
             token_blocks.append(Block("linear", out=blocks_out, bias=draw(st.booleans())))
             c = blocks_out
         if head == "tokens":
-            for _ in range(draw(st.integers(0, max_token_blocks))):
-                b = draw(token_block(c))
+            n = draw(st.integers(1 if attention else 0, max_token_blocks))
+            forced = draw(st.integers(0, n - 1)) if attention else -1
+            for k in range(n):
+                b = draw(token_block(c, "attn" if k == forced else None))
                 _, c = _token_block(c, b)
                 token_blocks.append(b)
         token_head = draw(st.sampled_from(TOKEN_HEADS)) if head == "tokens" else "mean"

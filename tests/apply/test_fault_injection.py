@@ -13,6 +13,7 @@ values, dtypes, shapes and ``.grad`` s, same module attributes, same
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable
 
 import pytest
@@ -80,7 +81,18 @@ def snapshot(model: nn.Module) -> dict:
              for mname, m in model.named_modules() for k, v in vars(m).items()
              if isinstance(v, SIMPLE) and not k.startswith("__")}
     return {"tensors": tensors, "attrs": attrs,
-            "state_dict": {k: (v.dtype, tuple(v.shape)) for k, v in model.state_dict().items()}}
+            "state_dict": {k: (v.dtype, tuple(v.shape)) for k, v in model.state_dict().items()},
+            "configs": configs_of(model)}
+
+
+def configs_of(model: nn.Module) -> dict[str, tuple[int, dict]]:
+    """``{module name: (id of its config object, config.to_dict())}`` for modules holding a (Hugging Face) config."""
+    out = {}
+    for mname, m in model.named_modules():
+        cfg = vars(m).get("config")
+        if cfg is not None and hasattr(cfg, "to_dict"):
+            out[mname] = (id(cfg), copy.deepcopy(cfg.to_dict()))
+    return out
 
 
 def assert_restored(model: nn.Module, snap: dict, where: str) -> None:
@@ -110,6 +122,13 @@ def assert_restored(model: nn.Module, snap: dict, where: str) -> None:
     assert sd.keys() == snap["state_dict"].keys(), f"{where}: state_dict keys changed"
     for k, (dtype, shape) in snap["state_dict"].items():
         assert (sd[k].dtype, tuple(sd[k].shape)) == (dtype, shape), f"{where}: state_dict[{k}] changed"
+    configs = configs_of(model)
+    assert configs.keys() == snap["configs"].keys(), f"{where}: modules with a config changed"
+    for mname, (ident, fields) in snap["configs"].items():
+        assert configs[mname][0] == ident, f"{where}: the config object of {mname!r} was replaced"
+        changed = {k: (fields.get(k), configs[mname][1].get(k)) for k in fields.keys() | configs[mname][1].keys()
+                   if fields.get(k) != configs[mname][1].get(k)}
+        assert not changed, f"{where}: config fields of {mname!r} changed: {changed}"
 
 
 def give_grads(model: nn.Module) -> None:

@@ -7,6 +7,11 @@ by a random non-empty, non-total index set) through the oracle
 (float64, tight tolerance), approximate groups must keep the output shapes.
 The graph must stay in step with the model after every prune, and the pruned
 network, traced again, must give a graph that passes the same checks.
+
+A second property runs the same checks on token networks that always hold an
+attention block (``net_specs(attention=True)``, a quarter as many examples), so
+that whole-head and head_dim groups (``Group.structure``) are drawn often; the
+end-of-run report counts them.
 """
 
 from __future__ import annotations
@@ -20,12 +25,21 @@ from hypothesis import strategies as st
 
 import anyprune as tp
 from anyprune.errors import UnsupportedOpWarning
-from anyprune.testing.fuzz import HEADS, IMAGE_KINDS, TOKEN_HEADS, TOKEN_KINDS, build_net, example_input, net_specs
+from anyprune.testing.fuzz import (
+    HEADS,
+    IMAGE_KINDS,
+    TOKEN_HEADS,
+    TOKEN_KINDS,
+    attention_blocks,
+    build_net,
+    example_input,
+    net_specs,
+)
 from tests.fuzz.conftest import FUZZ_SETTINGS
 from tests.helpers import STATS, assert_same_state, state
 
 # ops the strategy uses that have no dimension rule yet: their dims are pinned, never pruned
-NO_RULE_YET = {"F.scaled_dot_product_attention", "Tensor.repeat_interleave"}
+NO_RULE_YET = {"Tensor.repeat_interleave"}
 
 
 def build_graph(model, x) -> tp.DependencyGraph:
@@ -64,9 +78,12 @@ def check_network(spec, pick_order, pick_indices) -> int:
         before = state(model)
         groups[0].prune(idxs=[])
         assert_same_state(before, state(model))
+    attn = tuple(f"{name}." for name in attention_blocks(model))
     checked = 0
     for k in pick_order(len(groups)):
         g = groups[k]
+        structure = g.structure
+        in_attention = any(s.fqn.startswith(attn) for s in g.slices) if attn else False
         n = g.size  # groups pruned earlier may have shrunk this one's atoms' neighbours, not its own
         idxs = sorted(pick_indices(n))
         assert 0 < len(idxs) < n
@@ -79,6 +96,10 @@ def check_network(spec, pick_order, pick_indices) -> int:
         dg.lint()
         checked += 1
         counts["exact" if res.exact else "approximate"] += 1
+        if structure != "channels":  # "heads" / "head_dim": a factor of a product layout
+            counts[f"structure:{structure}"] += 1
+            if in_attention:
+                counts[f"attention:{structure}"] += 1
     counts["groups_checked"] = checked
     with torch.no_grad():
         assert [tuple(t.shape) for t in [model(x)]] == shapes, f"{spec}: output shapes changed"
@@ -99,6 +120,42 @@ def test_pruned_equals_masked_on_random_networks(spec, data):
         return data.draw(st.sets(st.integers(0, n - 1), min_size=1, max_size=n - 1), label="indices")
 
     check_network(spec, order, indices)
+
+
+ATTENTION_SETTINGS = settings(FUZZ_SETTINGS, max_examples=max(1, FUZZ_SETTINGS.max_examples // 4))
+
+
+@ATTENTION_SETTINGS
+@given(spec=net_specs(attention=True), data=st.data())
+def test_attention_groups_prune_to_masked(spec, data):
+    """The same property on token networks that always hold an attention block (heads and head_dim groups)."""
+    def order(n: int) -> list[int]:
+        return data.draw(st.permutations(range(n)), label="group order")
+
+    def indices(n: int) -> set[int]:
+        return data.draw(st.sets(st.integers(0, n - 1), min_size=1, max_size=n - 1), label="indices")
+
+    check_network(spec, order, indices)
+
+
+def test_attention_strategy_yields_head_groups():
+    """Whole-head and head_dim groups of attention blocks are drawn, not only plain channels."""
+    found: collections.Counter[str] = collections.Counter()
+
+    @settings(max_examples=100, derandomize=True, database=None, deadline=None)
+    @given(spec=net_specs(attention=True))
+    def collect(spec):
+        model = build_net(spec)
+        attn = tuple(f"{name}." for name in attention_blocks(model))
+        assert attn, f"{spec}: no attention block"
+        for g in build_graph(model, example_input(spec)).groups(root_module_types=None):
+            if any(s.fqn.startswith(attn) for s in g.slices):
+                found[g.structure] += 1
+
+    collect()
+    # about one network in five has a whole-head group, most have a head_dim group: far above these floors
+    assert found["heads"] >= 5, f"too few whole-head groups in attention blocks: {dict(found)}"
+    assert found["head_dim"] >= 25, f"too few head_dim groups in attention blocks: {dict(found)}"
 
 
 def test_strategy_covers_every_block_and_yields_groups():

@@ -109,7 +109,7 @@ def test_regularize_creates_missing_grads_and_follows_pruning():
 
 
 def test_regulariser_arguments_are_checked():
-    with pytest.raises(ConfigError, match="reg must be a number >= 0"):
+    with pytest.raises(ConfigError, match="reg must be a finite number >= 0"):
         tp.pruner.GroupNormPruner(_model(), X, reg=-1)
     with pytest.raises(ConfigError, match="delta_reg must be"):
         tp.pruner.GrowingRegPruner(_model(), X, delta_reg="big")

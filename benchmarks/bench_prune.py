@@ -186,11 +186,11 @@ model (random weights, eval mode, one 1×3×224×224 input), in a fresh process 
 building the dependency graph, scoring every group, the global ranking and the removal. *speedup* is
 torch-pruning time / anyprune time. *params left* and *MACs left* are the pruned model's parameters and MACs
 (`anyprune.utils.count_ops_and_params`) as a fraction of the original's. Where both libraries find the same groups
-and scores (the CNNs here) they end at the same counts. On vit_b_16 they do different work: anyprune has no
-dimension rule yet for `F.multi_head_attention_forward` (inside `nn.MultiheadAttention`), so it pins the dims that
-op touches (the embedding width and the attention projections) and prunes only the MLP hidden dims;
-torch-pruning also prunes the embedding width, which torchvision's ViT reshapes with a stored `hidden_dim`, so its
-pruned model no longer runs (its time is still that of the complete pruning step).
+and scores (the CNNs here) they end at the same counts. On vit_b_16 they do different work: anyprune
+prunes the MLP hidden dims and the embedding width, which `nn.MultiheadAttention` requires to equal heads ×
+head_dim, along its head_dim factor (whole heads only with `prune_num_heads=True`); it updates `hidden_dim`,
+`embed_dim` and `head_dim`, and its step ends with a re-trace that checks the pruned model runs. torch-pruning also
+prunes the embedding width, but its pruned model no longer runs (its time is still that of the complete step).
 
 Reproduce with `make bench-prune` or `.venv/bin/python benchmarks/bench_prune.py`.
 """

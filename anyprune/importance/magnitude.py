@@ -78,7 +78,10 @@ class GroupMagnitudeImportance:
         if dim + 1 < t.dim():
             t = torch.linalg.vector_norm(t, ord=self.p, dim=list(range(dim + 1, t.dim()))).pow(self.p)
             return t.sum(list(range(dim))) if dim > 0 else t
-        return torch.linalg.vector_norm(t, ord=self.p, dim=list(range(dim))).pow(self.p)
+        # ``dim`` is the last one: a strided norm over the leading dims is slow; an elementwise power and a
+        # plain sum vectorise along the contiguous dim (several times faster on linear weights' columns)
+        powered = t.square() if self.p == 2 else (t.abs() if self.p == 1 else t.abs().pow(self.p))
+        return powered.sum(list(range(dim)))
 
     @torch.no_grad()
     def __call__(self, group: Any) -> torch.Tensor | None:

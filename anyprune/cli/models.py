@@ -115,6 +115,7 @@ def load_model(spec: str, input_size: int | None = None) -> Loaded:
     if not isinstance(spec, str) or not spec:
         raise ConfigError("MODEL must be torchvision:NAME, timm:NAME, hf:PATH or a directory saved by anyprune")
     kind, _, rest = spec.partition(":")
+    torch.manual_seed(0)  # random weights, but the same ones on every run
     if kind == "torchvision" and rest:
         return _torchvision(rest, input_size)
     if kind == "timm" and rest:

@@ -16,6 +16,7 @@ from .base import (
     check_group,
     check_group_reduction,
     check_normalizer,
+    check_p,
     normalize,
     per_unit,
     reduce_group,
@@ -57,8 +58,7 @@ class ActivationImportance:
 
     def __init__(self, p: float = 1, group_reduction: GroupReduction = "mean",
                  normalizer: Normalizer | Callable | None = "mean") -> None:
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not p > 0:
-            raise ConfigError(f"p must be a number > 0, got {p!r}")
+        check_p(p)
         check_group_reduction(group_reduction)
         check_normalizer(normalizer)
         self.p = p

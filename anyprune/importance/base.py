@@ -70,6 +70,12 @@ class Importance(Protocol):
     def __call__(self, group: Any) -> torch.Tensor | None: ...
 
 
+def check_p(p: Any, hint: str = "") -> None:
+    """A norm order: a number > 0 (not a bool)."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not p > 0:
+        raise ConfigError(f"p must be a number > 0{hint}, got {p!r}")
+
+
 def check_group_reduction(value: Any) -> None:
     if value not in GROUP_REDUCTIONS:
         raise ConfigError(f"group_reduction must be one of {list(GROUP_REDUCTIONS)}, got {value!r}")

@@ -14,6 +14,7 @@ from .base import (
     Normalizer,
     check_group_reduction,
     check_normalizer,
+    check_p,
     normalize,
     per_unit,
     reduce_group,
@@ -53,8 +54,7 @@ class GroupMagnitudeImportance:
     def __init__(self, p: float = 2, group_reduction: GroupReduction = "mean",
                  normalizer: Normalizer | Callable | None = "mean", bias: bool = False,
                  target_types: Sequence[type] | None = None) -> None:
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not p > 0:
-            raise ConfigError(f"p must be a number > 0 (1 for L1, 2 for L2), got {p!r}")
+        check_p(p, ' (1 for L1, 2 for L2)')
         check_group_reduction(group_reduction)
         check_normalizer(normalizer)
         if target_types is not None:

@@ -7,13 +7,13 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
 from .base import (
     GroupReduction,
     Normalizer,
     check_group,
     check_group_reduction,
     check_normalizer,
+    check_p,
     normalize,
     reduce_group,
     rows_of,
@@ -64,8 +64,7 @@ class FPGMImportance:
 
     def __init__(self, p: float = 2, group_reduction: GroupReduction = "mean",
                  normalizer: Normalizer | Callable | None = "mean") -> None:
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not p > 0:
-            raise ConfigError(f"p must be a number > 0, got {p!r}")
+        check_p(p)
         check_group_reduction(group_reduction)
         check_normalizer(normalizer)
         self.p = p

@@ -151,9 +151,8 @@ def layer_structure(model: nn.Module) -> dict[str, dict[str, int]]:
     for name, m in model.named_modules():
         cls = type(m).__name__
         if any(cls in names for names in ATTENTION.values()) and _proj(m, _Q + _OUT) is not None:
-            sizes = Sizes(m, "", lambda fqn, d: None, lambda lay: 0, lambda lay: [])
             try:
-                heads, hd, kv = _current_attention(m, sizes)
+                heads, hd, kv = _current_attention(m)
             except (AttributeError, ValueError):
                 continue
             rec = {"num_attention_heads": heads, "head_dim": hd}
@@ -170,7 +169,8 @@ def layer_structure(model: nn.Module) -> dict[str, dict[str, int]]:
     return out
 
 
-def _current_attention(m: nn.Module, sizes: Sizes) -> tuple[int, int, int | None]:
+def _current_attention(m: nn.Module) -> tuple[int, int, int | None]:
+    """``(heads, head_dim, kv heads or None)`` as the module's attributes and weights say now."""
     hd = next((getattr(m, a) for a in _HEAD_DIM if isinstance(getattr(m, a, None), int)), None)
     heads = next((getattr(m, a) for a in _HEADS if isinstance(getattr(m, a, None), int)), None)
     if hd is None:

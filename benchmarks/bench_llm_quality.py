@@ -187,9 +187,9 @@ hidden 576, 9 query heads sharing 3 KV heads of head_dim 64, MLP 1536, tied embe
 embed_tokens])` (with *hidden pruned*: `ignored_layers=[lm_head]` only, so the embedding width goes too) and one
 `step()`, with no fine-tuning. *MLP + head_dim ratio* is the channel ratio: each MLP loses that fraction of its
 1536 channels and each attention that fraction of its rotary pairs (head_dim); *head ratio* is
-`head_pruning_ratio` with `prune_num_heads=True`: on this GQA layout the KV heads (3) and the query heads of each
-KV head (3) are separate head groups, each keeping `floor(3 × (1 − ratio))`, so any ratio > 0 removes one of each
-(9/3 → 4/2 heads). Perplexity is measured on {args.eval_seqs} × {args.seq_len} tokens of *Persuasion* (tokens
+`head_pruning_ratio` with `prune_num_heads=True`: each attention keeps the head count closest to `9 × (1 − ratio)`
+that its grouped-query factors allow (KV heads × query heads per KV head), e.g. 6 of 9 heads at 0.25.
+Perplexity is measured on {args.eval_seqs} × {args.seq_len} tokens of *Persuasion* (tokens
 {SKIP_TOKENS}–{SKIP_TOKENS + args.eval_seqs * args.seq_len}); Taylor (`GroupTaylorImportance`, `|w · dL/dw|`)
 uses the gradients of the language-model loss on {args.calib_seqs} × {args.seq_len} tokens of *Pride and
 Prejudice*; random is `RandomImportance(seed=0)`. Rows marked in the notes were saved with `save_pretrained` and
@@ -206,7 +206,7 @@ is by far the worst criterion, worse than random at every setting (removing the 
 smallest weights alone multiplies the perplexity by about a hundred), while first-order Taylor, which weighs each
 weight by the gradient of the language-model loss, is the best everywhere and stays close to the unpruned model
 when only a tenth of the MLP goes. Pruning head_dim (rotary pairs) costs much more than the same fraction of MLP
-channels, and removing whole heads (one of three KV heads and one of three query heads per KV head) or a quarter
+channels, and removing whole heads (3 of 9 per attention at a head ratio of 0.25) or a quarter
 of the hidden width leaves the model unusable without fine-tuning, whatever the criterion. Runs are deterministic
 (random: fixed seed).
 {END}

@@ -21,6 +21,8 @@ ratio))`` indices (before caps and rounding).
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import numbers
 import sys
@@ -62,6 +64,12 @@ def _check_ratio(v: Any, what: str) -> float:
     if not _is_ratio(v):
         raise ConfigError(f"{what} must be a number in [0, 1] (the fraction of channels to remove), got {v!r}")
     return float(v)
+
+
+def _head_rank(target: float, kept: tuple[int, ...]) -> tuple[float, int, tuple[int, ...]]:
+    """Order of head-factor choices: closest to ``target`` heads, then fewer heads, then more in earlier factors."""
+    n = math.prod(kept)
+    return round(abs(n - target), 9), n, tuple(-k for k in kept)
 
 
 class _Plan:
@@ -496,18 +504,65 @@ class MetaPruner:
                 AnyPruneWarning, stacklevel=_user_stacklevel())
         return out
 
+    def _head_kept(self, scored: list[tuple[Group, float, Any, torch.Tensor]], init: list[int],
+                   cur: list[int]) -> dict[int, int]:
+        """Kept counts of the head groups (index in ``scored`` -> kept), chosen together per attention.
+
+        The head groups of one attention (those sharing a projection's dim) are factors of its heads:
+        with grouped-query attention, KV groups and query heads per KV head; the heads kept are the
+        product of the factors kept. Each attention keeps the product closest to ``(1 - ratio)`` times its
+        initial heads (a tie keeps fewer); where several factor counts reach it (3 x 2 or 2 x 3), the first
+        factor in graph order keeps more, so identical layers stay identical (a Hugging Face config can only
+        describe uniform layers). Which units go within a factor is decided by the scores as usual. A plain
+        multi-head attention has one factor: the closest count.
+        """
+        heads = [k for k, (_, _, key, _) in enumerate(scored) if key[1] is True]
+        parent = {k: k for k in heads}
+
+        def find(k: int) -> int:
+            while parent[k] != k:
+                parent[k] = parent[parent[k]]
+                k = parent[k]
+            return k
+
+        owner: dict[tuple[int, int], int] = {}
+        for k in heads:
+            for sl in scored[k][0].slices:
+                if isinstance(sl, ParamSlice):
+                    other = owner.setdefault((id(sl.tensor), sl.dim), k)
+                    parent[find(k)] = find(other)
+        families: dict[int, list[int]] = {}
+        for k in heads:
+            families.setdefault(find(k), []).append(k)
+        kept: dict[int, int] = {}
+        for members in families.values():
+            ratio = scored[members[0]][1]
+            target = math.prod(init[k] for k in members) * (1.0 - ratio)
+            choices = itertools.product(*(range(1, cur[k] + 1) for k in members))
+            if math.prod(cur[k] for k in members) > 100_000:  # far more heads than any attention has
+                share = (1.0 - ratio) ** (1.0 / len(members))
+                best = tuple(max(1, round(init[k] * share)) for k in members)
+            else:
+                best = min(choices, key=functools.partial(_head_rank, target))
+            for k, kj in zip(members, best):
+                kept[k] = self._keep(init[k], cur[k], ratio, kept=min(kj, cur[k]))
+        return kept
+
     def _counts(self, scored: list[tuple[Group, float, Any, torch.Tensor]],
                 orders: dict | None = None) -> list[int]:
-        """Number of indices to remove from each scored group (local or global)."""
+        """Number of indices to remove from each scored group (local or global; heads per attention)."""
         table = self.DG.dims.atoms
         cur = [table.atom_size(g.atoms[0]) for g, *_ in scored]
         init = [self._initial.get(g.atoms[0], c) for (g, *_), c in zip(scored, cur)]
+        head_kept = self._head_kept(scored, init, cur)
         if not self.global_pruning:
-            return [c - self._keep(i, c, r) for (_, r, _, _), i, c in zip(scored, init, cur)]
+            return [c - head_kept[k] if k in head_kept else c - self._keep(i, c, r)
+                    for k, ((_, r, _, _), i, c) in enumerate(zip(scored, init, cur))]
         pools: dict[Any, list[int]] = {}
         for k, (_, _, key, _) in enumerate(scored):
-            pools.setdefault(key, []).append(k)
-        counts = [0] * len(scored)
+            if k not in head_kept:
+                pools.setdefault(key, []).append(k)
+        counts = [cur[k] - head_kept[k] if k in head_kept else 0 for k in range(len(scored))]
         for key, members in pools.items():
             ratio = scored[members[0]][1]
             total_init = sum(init[k] for k in members)

@@ -19,6 +19,11 @@ def shifted_window_attention(module: nn.Module, sizes: Sizes) -> dict[str, Any]:
     return {"num_heads": sizes.size("relative_position_bias_table", 1)}
 
 
+def shifted_window_attention_v2(module: nn.Module, sizes: Sizes) -> dict[str, Any]:
+    """Swin V2 ``ShiftedWindowAttentionV2``: one logit scale per head (its bias comes from ``cpb_mlp``)."""
+    return {"num_heads": sizes.size("logit_scale", 0)}
+
+
 def maxvit_attention(module: nn.Module, sizes: Sizes) -> dict[str, Any]:
     """MaxViT ``RelativePositionalMultiHeadAttention``: ``n_heads`` and ``head_dim``."""
     *_, head_dim = sizes.factors("merge.weight", 1)
@@ -34,5 +39,7 @@ def register() -> None:
     register_module_updater("torchvision.models.vision_transformer.VisionTransformer", vision_transformer)
     register_module_updater("torchvision.models.swin_transformer.ShiftedWindowAttention", shifted_window_attention,
                             couple=_heads_fill_width("qkv", "proj"))
+    register_module_updater("torchvision.models.swin_transformer.ShiftedWindowAttentionV2",
+                            shifted_window_attention_v2, couple=_heads_fill_width("qkv", "proj"))
     register_module_updater("torchvision.models.maxvit.RelativePositionalMultiHeadAttention", maxvit_attention,
                             couple=_heads_fill_width("to_qkv", "merge"))

@@ -61,6 +61,13 @@ def _tv_swin(attn: str = "") -> nn.Module:
                            num_classes=10)
 
 
+def _tv_swin_v2(attn: str = "") -> nn.Module:
+    from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
+
+    return SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4],
+                           num_classes=10, block=SwinTransformerBlockV2, downsample_layer=PatchMergingV2)
+
+
 def _tv_maxvit(attn: str = "") -> nn.Module:
     from torchvision.models.maxvit import MaxVit
 
@@ -95,6 +102,7 @@ _LLAMA = dict(vocab_size=96, hidden_size=64, intermediate_size=96, num_hidden_la
 TRANSFORMER_ZOO: dict[str, ZooEntry] = {
     "tv_vit": ZooEntry(_tv_vit, _image(32), "torchvision"),
     "tv_swin_t": ZooEntry(_tv_swin, _image(32), "torchvision"),
+    "tv_swin_v2_t": ZooEntry(_tv_swin_v2, _image(32), "torchvision"),
     "tv_maxvit_t": ZooEntry(_tv_maxvit, _image(64), "torchvision"),
     "timm_vit_small": ZooEntry(_timm("vit_small_patch16_224", img_size=32, patch_size=8, depth=2, embed_dim=64,
                                      num_heads=4), _image(32), "timm"),

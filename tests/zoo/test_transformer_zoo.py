@@ -39,6 +39,7 @@ STRUCTURE = {
     "hf_swin": ("encoder.layers.0.blocks.0.attention.o_proj.weight", 1, 2, 2, 8, False),
     "tv_vit": ("encoder.layers.encoder_layer_0.self_attention.out_proj.weight", 1, 4, 4, 8, False),
     "tv_swin_t": ("features.1.0.attn.proj.weight", 1, 2, 2, 8, False),
+    "tv_swin_v2_t": ("features.1.0.attn.proj.weight", 1, 2, 2, 8, False),
     "tv_maxvit_t": ("blocks.0.layers.0.layers.window_attention.attn_layer.1.merge.weight", 1, 2, 2, 8, False),
     "timm_vit_small": ("blocks.0.attn.proj.weight", 1, 4, 4, 16, False),
     "timm_deit_small": ("blocks.0.attn.proj.weight", 1, 4, 4, 16, False),

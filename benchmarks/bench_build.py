@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from docs_section import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench_build:start -->", "<!-- bench_build:end -->"
@@ -302,17 +304,7 @@ Reproduce with `make bench` or `.venv/bin/python benchmarks/bench_build.py` (opt
 
 
 def write_docs(section: str, path: Path = DOCS) -> None:
-    if path.exists():
-        old = path.read_text()
-        start, end = old.find(START), old.find(END)
-        if start != -1 and end > start:
-            new = old[:start] + section.rstrip("\n") + old[end + len(END):]
-        else:
-            new = old.rstrip("\n") + "\n\n" + section
-    else:
-        new = "# Benchmarks\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
+    write_section(section, START, END, path)
 
 
 def main() -> None:

@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from docs_section import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench_llm:start -->", "<!-- bench_llm:end -->"
@@ -211,13 +213,8 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if not args.no_write:
-        text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-        block = f"{START}\n{table}\n{END}"
-        if START in text and END in text:
-            text = text[: text.index(START)] + block + text[text.index(END) + len(END):]
-        else:
-            text = text.rstrip() + "\n\n## Llama graph build and pruning\n\n" + block + "\n"
-        DOCS.write_text(text)
+        heading = "" if START in (DOCS.read_text() if DOCS.exists() else "") else "## Llama graph build and pruning\n\n"
+        write_section(f"{heading}{START}\n{table}\n{END}", START, END)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from docs_section import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -214,13 +216,7 @@ of the hidden width leaves the model unusable without fine-tuning, whatever the 
 
 
 def write_docs(text: str) -> None:
-    old = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    start, end = old.find(START), old.find(END)
-    if start != -1 and end > start:
-        new = old[:start] + text.rstrip("\n") + old[end + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    DOCS.write_text(new)
+    write_section(text, START, END)
 
 
 def main() -> None:

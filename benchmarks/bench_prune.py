@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from docs_section import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench_prune:start -->", "<!-- bench_prune:end -->"
@@ -200,13 +202,7 @@ Reproduce with `make bench-prune` or `.venv/bin/python benchmarks/bench_prune.py
 
 
 def write_docs(section: str) -> None:
-    old = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    start, end = old.find(START), old.find(END)
-    if start != -1 and end > start:
-        new = old[:start] + section.rstrip("\n") + old[end + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + section
-    DOCS.write_text(new)
+    write_section(section, START, END)
 
 
 def main() -> None:

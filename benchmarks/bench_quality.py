@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from docs_section import write_section
 
 from anyprune.testing import quality
 
@@ -105,13 +106,7 @@ short fine-tuning epoch every criterion recovers to within a few points of the u
 
 
 def write_docs(text: str) -> None:
-    old = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    start, end = old.find(START), old.find(END)
-    if start != -1 and end > start:
-        new = old[:start] + text.rstrip("\n") + old[end + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    DOCS.write_text(new)
+    write_section(text, START, END)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ the Torch-Pruning (DepGraph) API.
 
 from __future__ import annotations
 
-from . import dims, errors, functional, importance, integrations, io, pruner, report, trace, utils
+from . import calibration, dims, errors, functional, importance, integrations, io, pruner, report, trace, utils
 from .apply.verify import VerifyResult, verify_forward, verify_group
 from .depgraph import DependencyGraph
 from .dims.rules import register_dim_rule
@@ -46,6 +46,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnyPruneError",
+    "calibration",
     "ConfigError",
     "DependencyGraph",
     "PruneConfig",

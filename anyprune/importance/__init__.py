@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .activation import ActivationImportance
 from .base import Importance
+from .calibrated import CalibratedImportance, FluctuationImportance, OBSImportance, WandaSPImportance
 from .gradient import GroupHessianImportance, GroupTaylorImportance
 from .magnitude import BNScaleImportance, GroupMagnitudeImportance, LAMPImportance
 from .other import FPGMImportance, RandomImportance
@@ -36,4 +37,8 @@ __all__ = [
     "GroupHessianImportance",
     "HessianImportance",
     "ActivationImportance",
+    "CalibratedImportance",
+    "WandaSPImportance",
+    "FluctuationImportance",
+    "OBSImportance",
 ]

@@ -1,0 +1,335 @@
+"""Calibrated criteria: scores from what the group's consumers see on calibration data.
+
+A *consumer* of a group is a layer that sums over the group's dim (see
+:mod:`anyprune.calibration.consumers`): the down projection of an MLP, the output
+projection of attention heads, the 1x1 conv after a depthwise block, every
+reader of a residual stream. Removing unit ``u`` removes the consumer's input
+features ``P(u)`` (one for a channel, ``k*k`` for a conv channel, ``head_dim``
+for a head, ...), found through the dimension graph. Each criterion sums a
+per-consumer cost over every consumer of the group:
+
+* :class:`WandaSPImportance` (Wanda-sp): ``sum_{j in P(u)} ||W[:, j]||_1 * rms(x_j)``.
+* :class:`FluctuationImportance` (FLAP): ``sum_{j in P(u)} ||W[:, j]||_2^2 * var(x_j)``: the output error
+  left after the consumer's bias absorbs the unit's mean (bias compensation).
+* :class:`OBSImportance` (structured Optimal Brain Surgeon, as in ZipLM/SlimGPT): the smallest output error
+  reachable after removing the unit *and* re-fitting the consumer's kept weights (and bias, if it has one)
+  by least squares: ``tr(W_P (H^-1)_PP^-1 W_P^T)`` with ``H = E[x x^T]``. Divided by the consumer's output
+  energy ``tr(W H W^T)``, so that scores are relative errors, comparable across layers (global pruning).
+
+Usage: ``imp.calibrate(model, data)`` once (statistics of every consumer kept), or let a pruner call
+``imp.calibrate(model, data, groups=...)``: then the data runs one block at a time and only the groups'
+scores are kept. Groups without a calibrated consumer are scored ``None`` (left alone).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..calibration import (
+    InputStats,
+    calibration_batches,
+    consumer_spec,
+    stream_statistics,
+    weight_matrix,
+)
+from ..calibration import evaluating as _evaluating
+from ..errors import ConfigError, PruningError
+from ..groups.group import ParamSlice
+from .base import Normalizer, _one_atom, check_group, check_normalizer, normalize
+
+__all__ = ["CalibratedImportance", "WandaSPImportance", "FluctuationImportance", "OBSImportance",
+           "consumer_slices"]
+
+log = logging.getLogger(__name__)
+
+
+def consumer_slices(group: Any) -> list[tuple[ParamSlice, Any, torch.Tensor]]:
+    """``(slice, spec, unit_of_feature)`` for every consumer of a one-atom group.
+
+    ``unit_of_feature[j]`` is the group unit that consumer feature ``j`` belongs to (``-1`` for features
+    outside the group).
+    """
+    a = _one_atom(group, "consumer_slices")
+    table = group.table
+    out = []
+    for s in group.slices:
+        if not isinstance(s, ParamSlice) or s.module is None or s.attr != "weight":
+            continue
+        spec = consumer_spec(s.module)
+        if spec is None or s.dim != spec.in_dim or s.tensor is not s.module.weight:
+            continue
+        index = table.index_of(s.layout, a)
+        if spec.per_channel > 1:
+            index = index.repeat_interleave(spec.per_channel)
+        out.append((s, spec, index))
+    return out
+
+
+def _units(index: torch.Tensor, size: int) -> torch.Tensor | list[torch.Tensor]:
+    """Feature positions of each unit: ``[size, m]`` when every unit has ``m`` features, else a list."""
+    inside = index >= 0
+    pos = inside.nonzero().flatten()
+    units = index[pos]
+    counts = torch.bincount(units, minlength=size)
+    order = pos[torch.argsort(units, stable=True)]
+    if bool((counts == counts[0]).all()) and int(counts[0]) > 0:
+        return order.view(size, int(counts[0]))
+    return list(order.split(counts.tolist()))
+
+
+class CalibratedImportance:
+    """Base class: collect consumer statistics on calibration data, then score groups from them.
+
+    Subclasses implement :meth:`consumer_cost`. Scores are one value per unit of the group (higher means
+    keep), summed over the group's consumers, then normalised by ``normalizer``.
+
+    Args:
+        normalizer: how a group's scores are normalised (see :func:`anyprune.importance.base.normalize`).
+        batch_size: rows per batch when the calibration data is one tensor.
+        max_features: consumers with more input features are not calibrated.
+        progress: show progress bars while calibrating.
+    """
+
+    needs_calibration = True
+
+    def __init__(self, normalizer: Normalizer | Callable | None = None, batch_size: int = 8,
+                 max_features: int = 8192, progress: bool = False) -> None:
+        check_normalizer(normalizer)
+        if isinstance(max_features, bool) or not isinstance(max_features, int) or max_features < 1:
+            raise ConfigError(f"max_features must be an int >= 1, got {max_features!r}")
+        self.normalizer = normalizer
+        self.batch_size = batch_size
+        self.max_features = max_features
+        self.progress = progress
+        self._stats: dict[nn.Module, InputStats] = {}
+        self._scores: dict[int, tuple[int, torch.Tensor]] = {}
+        self._calibrated = False
+
+    # ---------------------------------------------------------- calibration
+    def reset(self) -> None:
+        """Forget statistics and scores (calibrate again after the model changes)."""
+        self._stats.clear()
+        self._scores.clear()
+        self._calibrated = False
+
+    def calibrate(self, model: nn.Module, data: Any, groups: Iterable[Any] | None = None,
+                  forward_fn: Callable | None = None) -> None:
+        """Run ``model`` on the calibration ``data``.
+
+        Args:
+            model: the model (run in eval mode without gradients; its modes are restored).
+            data: a tensor of examples (e.g. token ids ``[N, T]``), a ``DataLoader`` or an iterable of inputs.
+            groups: if given, only these groups are scored, block by block (bounded memory: statistics are
+                dropped once used); otherwise the statistics of every consumer are kept and any group can be
+                scored afterwards.
+            forward_fn: ``forward_fn(model, batch)`` instead of the default call.
+        """
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"calibrate expects the model (an nn.Module), got {type(model).__name__}")
+        batches = calibration_batches(data, self.batch_size)
+        self.reset()
+        with _evaluating(model):
+            if groups is None:
+                stream_statistics(model, batches, list(model.modules()), blocks=None,
+                                  on_stats=lambda st, _k: self._stats.update(st), forward_fn=forward_fn,
+                                  max_features=self.max_features, show_progress=self.progress)
+            else:
+                self._score_streaming(model, batches, list(groups), forward_fn)
+        self._calibrated = True
+
+    def _score_streaming(self, model: nn.Module, batches: list[Any], groups: list[Any],
+                         forward_fn: Callable | None) -> None:
+        found = [(g, consumer_slices(g)) for g in groups]
+        partial = {id(g): torch.zeros(g.size, dtype=torch.float64) for g, _ in found}
+        consumers = [s.module for _, cs in found for s, _, _ in cs]
+
+        def on_stats(stats: dict[nn.Module, InputStats], _k: int | None) -> None:
+            for g, cs in found:
+                for s, spec, index in cs:
+                    st = stats.get(s.module)
+                    if st is not None:
+                        partial[id(g)] += self._cost(s.module, spec, st, index, g.size)
+                        seen.add(id(g))
+
+        seen: set[int] = set()
+        stream_statistics(model, batches, consumers, on_stats=on_stats, forward_fn=forward_fn,
+                          max_features=self.max_features, show_progress=self.progress)
+        for g, _ in found:
+            if id(g) in seen:
+                a = g.table.find(g.atoms[0])
+                self._scores[a] = (g.size, partial[id(g)])
+
+    # --------------------------------------------------------------- scoring
+    def _cost(self, module: nn.Module, spec: Any, stats: InputStats, index: torch.Tensor, size: int
+              ) -> torch.Tensor:
+        w = weight_matrix(module, spec).double().cpu()
+        if w.shape[1] != stats.features:
+            raise PruningError(
+                f"{type(module).__name__} has {w.shape[1]} input features but {stats.features} were calibrated: "
+                "the model changed since calibrate(); calibrate again"
+            )
+        bias = getattr(module, "bias", None)
+        b = bias.detach().double().cpu() if isinstance(bias, torch.Tensor) else None
+        return self.consumer_cost(w, b, stats, index, size)
+
+    def consumer_cost(self, weight: torch.Tensor, bias: torch.Tensor | None, stats: InputStats,
+                      index: torch.Tensor, size: int) -> torch.Tensor:
+        """Per-unit score contribution of one consumer (``[size]`` float64).
+
+        Args:
+            weight: ``[outputs, features]`` float64.
+            bias: ``[outputs]`` or ``None``.
+            stats: the consumer's input statistics.
+            index: unit of each feature (``-1`` outside the group).
+            size: number of units.
+        """
+        raise NotImplementedError
+
+    def __call__(self, group: Any) -> torch.Tensor | None:
+        check_group(group, type(self).__name__)
+        if not self._calibrated:
+            raise PruningError(f"{type(self).__name__} is not calibrated: call imp.calibrate(model, data) first, "
+                               "or give the pruner calibration data (MetaPruner(..., calibration=data))")
+        a = group.table.find(_one_atom(group, type(self).__name__))
+        if a in self._scores:
+            size, scores = self._scores[a]
+            if size != group.size:
+                raise PruningError(f"{type(self).__name__} scored this group at size {size}, it has {group.size} "
+                                   "units now: the model changed since calibrate(); calibrate again")
+        elif self._stats:
+            total = torch.zeros(group.size, dtype=torch.float64)
+            found = False
+            for s, spec, index in consumer_slices(group):
+                st = self._stats.get(s.module)
+                if st is not None:
+                    total += self._cost(s.module, spec, st, index, group.size)
+                    found = True
+            if not found:
+                return None
+            scores = total
+        else:
+            return None
+        return normalize(scores.clone(), self.normalizer)
+
+
+def _per_unit(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    keep = index >= 0
+    return torch.zeros(size, dtype=torch.float64).index_add_(0, index[keep], values[keep])
+
+
+class WandaSPImportance(CalibratedImportance):
+    """Wanda-sp: ``sum_{j in P(u)} ||W[:, j]||_1 * rms(x_j)`` over every consumer (activation-weighted
+    magnitude). See :mod:`anyprune.importance.calibrated`.
+
+    Example:
+        >>> import torch, anyprune as tp
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> imp = tp.importance.WandaSPImportance()
+        >>> imp.calibrate(model, torch.randn(32, 3))
+        >>> dg = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3))
+        >>> imp(dg.groups()[0]).shape
+        torch.Size([4])
+    """
+
+    def __init__(self, normalizer: Normalizer | Callable | None = "mean", **kwargs: Any) -> None:
+        super().__init__(normalizer=normalizer, **kwargs)
+
+    def consumer_cost(self, weight, bias, stats, index, size):
+        rms = stats.gram.diagonal().div(max(stats.rows, 1)).clamp_min(0).sqrt()
+        return _per_unit(weight.abs().sum(0) * rms, index, size)
+
+
+class FluctuationImportance(CalibratedImportance):
+    """FLAP's fluctuation: ``sum_{j in P(u)} ||W[:, j]||_2^2 * var(x_j)`` over every consumer, the error left
+    once the consumer's bias absorbs the removed inputs' means. See :mod:`anyprune.importance.calibrated`."""
+
+    def __init__(self, normalizer: Normalizer | Callable | None = "mean", **kwargs: Any) -> None:
+        super().__init__(normalizer=normalizer, **kwargs)
+
+    def consumer_cost(self, weight, bias, stats, index, size):
+        return _per_unit(weight.square().sum(0) * stats.variance, index, size)
+
+
+def augmented(weight: torch.Tensor, bias: torch.Tensor | None, stats: InputStats
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W, H)`` with ``H = E[x x^T]``; with a bias, ``x`` gets a constant 1 feature (last) and ``W`` the bias
+    column, so least squares over ``W`` also re-fits the bias."""
+    h = stats.second_moment
+    if bias is None:
+        return weight, h
+    n = h.shape[0]
+    ha = torch.empty(n + 1, n + 1, dtype=torch.float64)
+    ha[:n, :n] = h
+    ha[:n, n] = ha[n, :n] = stats.mean
+    ha[n, n] = 1.0
+    return torch.cat([weight, bias[:, None]], 1), ha
+
+
+def damped_inverse(h: torch.Tensor, damp: float) -> torch.Tensor:
+    """``(H + damp * mean(diag H) * I)^-1`` by Cholesky; the damping grows until the factorisation succeeds."""
+    scale = float(h.diagonal().mean().clamp_min(1e-12))
+    eye = torch.eye(h.shape[0], dtype=h.dtype)
+    d = damp
+    for _ in range(12):
+        chol, info = torch.linalg.cholesky_ex(h + (d * scale) * eye)
+        if int(info) == 0:
+            return torch.cholesky_inverse(chol)
+        d = max(d * 10, 1e-8)
+    raise PruningError("the calibration Gram matrix is not positive definite even with strong damping; give "
+                       "more calibration data")
+
+
+class OBSImportance(CalibratedImportance):
+    """Structured Optimal Brain Surgeon: the relative output error of removing a unit with the best re-fit of
+    the consumer's kept weights (and bias). See :mod:`anyprune.importance.calibrated`.
+
+    For one consumer with weight ``W`` (``[outputs, features]``, the bias appended as a column fed by a
+    constant 1 feature), ``H = E[x x^T] + damp * mean(diag H) * I`` and the unit's features ``P``::
+
+        cost(u) = tr(W_P ((H^-1)_PP)^-1 W_P^T) / tr(W H W^T)
+
+    which equals ``min_W' E||W x - W' x_{-P}||^2 / E||W x||^2`` (the least-squares error after removing the
+    unit, relative to the consumer's output energy). The group's score is the sum over its consumers.
+
+    Args:
+        damp: Tikhonov damping relative to the mean diagonal of ``H`` (0.01 as in SparseGPT).
+        relative: divide by the consumer's output energy (comparable across layers); ``False`` keeps the
+            absolute squared error per row.
+        normalizer: see :class:`CalibratedImportance` (default ``None``: the costs already compare).
+    """
+
+    def __init__(self, damp: float = 0.01, relative: bool = True,
+                 normalizer: Normalizer | Callable | None = None, **kwargs: Any) -> None:
+        if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not 0 <= damp < 1e3:
+            raise ConfigError(f"damp must be a number >= 0 (e.g. 0.01), got {damp!r}")
+        super().__init__(normalizer=normalizer, **kwargs)
+        self.damp = float(damp)
+        self.relative = bool(relative)
+
+    def consumer_cost(self, weight, bias, stats, index, size):
+        w, h = augmented(weight, bias, stats)
+        hinv = damped_inverse(h, self.damp)
+        units = _units(index, size)
+        gram_w = w.t() @ w  # [features, features]: sum over output rows of w_j w_k
+        if isinstance(units, torch.Tensor):
+            if units.shape[1] == 1:
+                p = units[:, 0]
+                cost = gram_w.diagonal()[p] / hinv.diagonal()[p]
+            else:
+                sub = hinv[units[:, :, None], units[:, None, :]]
+                ww = gram_w[units[:, :, None], units[:, None, :]]
+                cost = (ww * torch.linalg.inv(sub).transpose(1, 2)).sum((1, 2))
+        else:
+            cost = torch.zeros(size, dtype=torch.float64)
+            for u, p in enumerate(units):
+                if p.numel():
+                    cost[u] = (gram_w[p][:, p] * torch.linalg.inv(hinv[p][:, p]).t()).sum()
+        if self.relative:
+            energy = float((w @ h * w).sum().clamp_min(1e-30))
+            cost = cost / energy
+        return cost

@@ -1,0 +1,183 @@
+"""Least-squares re-fit of the consumers of removed units (see :mod:`anyprune.reconstruction`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..apply.transaction import Transaction
+from ..calibration import InputStats, consumer_spec, weight_matrix, write_weight_matrix
+from ..calibration.consumers import ConsumerSpec
+from ..errors import ConfigError, PruningError
+from ..groups.group import ParamSlice
+from ..importance.calibrated import augmented
+
+__all__ = ["Reconstructor", "least_squares_refit"]
+
+
+def least_squares_refit(weight: torch.Tensor, bias: torch.Tensor | None, stats: InputStats,
+                        kept: torch.Tensor, damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The kept columns (and bias) that best reproduce ``weight @ x + bias`` from the kept features.
+
+    Minimises ``E||W x + b - W' x_K - b'||^2`` over the calibration rows, with Tikhonov damping
+    ``damp * mean(diag H[K, K])`` on the normal equations.
+
+    Args:
+        weight: the dense weight ``[outputs, features]``.
+        bias: the dense bias ``[outputs]`` or ``None`` (then no bias is fitted).
+        stats: the consumer's input statistics (over all ``features``).
+        kept: sorted indices of the kept features.
+        damp: relative damping (0 solves the plain normal equations).
+
+    Returns:
+        ``(W' [outputs, len(kept)], b')`` in float64; ``b'`` is ``None`` without a bias.
+
+    Example:
+        >>> import torch
+        >>> from anyprune.calibration import InputStats
+        >>> x = torch.randn(200, 3, dtype=torch.float64)
+        >>> x[:, 2] = 2 * x[:, 0] - x[:, 1]          # feature 2 is a combination of the others
+        >>> st = InputStats.empty(3); st.add(x)
+        >>> w = torch.tensor([[1.0, 0.0, 1.0]], dtype=torch.float64)
+        >>> w2, _ = least_squares_refit(w, None, st, torch.tensor([0, 1]), damp=0.0)
+        >>> torch.allclose(w2, torch.tensor([[3.0, -1.0]], dtype=torch.float64))
+        True
+    """
+    w, h = augmented(weight.double(), None if bias is None else bias.double(), stats)
+    n = stats.features
+    cols = kept if bias is None else torch.cat([kept, torch.tensor([n])])
+    a = h[cols][:, cols]
+    scale = float(a.diagonal().mean().clamp_min(1e-12))
+    eye = torch.eye(a.shape[0], dtype=a.dtype)
+    rhs = (w @ h[:, cols]).t()  # [kept, outputs]
+    d = damp
+    for _ in range(12):
+        chol, info = torch.linalg.cholesky_ex(a + (d * scale) * eye)
+        if int(info) == 0:
+            sol = torch.cholesky_solve(rhs, chol).t()
+            if bias is None:
+                return sol, None
+            return sol[:, :-1], sol[:, -1]
+        d = max(d * 10, 1e-8)
+    raise PruningError("the calibration Gram matrix is not positive definite even with strong damping; give more "
+                       "calibration data")
+
+
+@dataclasses.dataclass(eq=False)
+class _Watched:
+    spec: ConsumerSpec
+    weight: torch.Tensor  # dense [outputs, features] at the time it was first watched (float64, CPU)
+    bias: torch.Tensor | None
+    cols: torch.Tensor  # kept input channels (positions of the watched weight's in-dim)
+    rows: torch.Tensor  # kept outputs
+
+
+class Reconstructor:
+    """Re-fit the consumers of removed units by least squares on calibration statistics.
+
+    Call :meth:`watch` with each group (and what it removes) *just before* it is pruned, then :meth:`refit`
+    with the consumers' input statistics (collected on inputs of the full width, before their input dim
+    was pruned). Output rows removed after a consumer was first watched are followed too.
+
+    Args:
+        damp: relative Tikhonov damping of the normal equations.
+
+    Example:
+        >>> import torch, anyprune as tp
+        >>> from anyprune.reconstruction import Reconstructor
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        >>> data = torch.randn(64, 4)
+        >>> stats = tp.calibration.collect(model, [data])
+        >>> dense = model(data).detach()
+        >>> dg = tp.DependencyGraph().build_dependency(model, data[:1])
+        >>> g = dg.groups()[0]
+        >>> rec = Reconstructor(damp=0.0)
+        >>> rec.watch(g, g.removal([0, 1, 2]))
+        >>> g.prune([0, 1, 2])
+        >>> plain = (model(data) - dense).square().mean()
+        >>> rec.refit(stats) == [model[2]]
+        True
+        >>> bool((model(data) - dense).square().mean() <= plain)
+        True
+    """
+
+    def __init__(self, damp: float = 0.01) -> None:
+        if isinstance(damp, bool) or not isinstance(damp, (int, float)) or damp < 0:
+            raise ConfigError(f"damp must be a number >= 0 (e.g. 0.01), got {damp!r}")
+        self.damp = float(damp)
+        self._watched: dict[nn.Module, _Watched] = {}
+
+    @property
+    def modules(self) -> list[nn.Module]:
+        """The consumers whose input features were removed since they were first watched."""
+        return [m for m, w in self._watched.items() if w.cols.numel() < w.weight.shape[1] // w.spec.per_channel]
+
+    def watch(self, group: Any, removed: dict[int, torch.Tensor]) -> None:
+        """Record what pruning ``group`` with ``removed`` (from ``group.removal(idxs)``) takes from consumers."""
+        table = group.table
+        for s in group.slices:
+            if not isinstance(s, ParamSlice) or s.module is None or s.attr != "weight" \
+                    or s.tensor is not getattr(s.module, "weight", None):
+                continue
+            spec = consumer_spec(s.module)
+            if spec is None:
+                continue
+            out_dim = 1 if spec.kind == "conv1d_hf" else 0
+            w = self._watched.get(s.module)
+            if s.dim == spec.in_dim and w is None:
+                bias = getattr(s.module, "bias", None)
+                matrix = weight_matrix(s.module, spec).double().cpu().clone()
+                w = self._watched[s.module] = _Watched(
+                    spec, matrix, bias.detach().double().cpu().clone() if isinstance(bias, torch.Tensor) else None,
+                    torch.arange(s.tensor.shape[s.dim]), torch.arange(matrix.shape[0]))
+            if w is None or s.dim not in (spec.in_dim, out_dim):
+                continue
+            mask = table.removal_mask(s.layout, removed)
+            if s.dim == spec.in_dim:
+                w.cols = w.cols[~mask]
+            else:
+                w.rows = w.rows[~mask]
+
+    def refit(self, stats: dict[nn.Module, InputStats], modules: list[nn.Module] | None = None
+              ) -> list[nn.Module]:
+        """Re-fit the watched consumers that have statistics (or only ``modules``); they are then forgotten.
+
+        Every new weight is computed before any is written; the writes are one transaction.
+
+        Returns:
+            the modules re-fitted.
+        """
+        todo = [m for m in (self.modules if modules is None else modules) if m in self._watched and m in stats]
+        new: list[tuple[nn.Module, torch.Tensor, torch.Tensor | None]] = []
+        for m in todo:
+            w = self._watched[m]
+            st = stats[m]
+            if st.features != w.weight.shape[1]:
+                raise PruningError(f"{type(m).__name__}: {st.features} calibrated input features, but the weight "
+                                   f"had {w.weight.shape[1]} when first watched; collect statistics before pruning")
+            pc = w.spec.per_channel
+            feats = (w.cols[:, None] * pc + torch.arange(pc)).flatten()
+            sol, b = least_squares_refit(w.weight, w.bias, st, feats, self.damp)
+            sol = sol[w.rows]
+            if not bool(torch.isfinite(sol).all()):
+                raise PruningError(f"the least-squares re-fit of {type(m).__name__} is not finite")
+            new.append((m, write_weight_matrix(m, w.spec, sol),
+                        None if b is None else b[w.rows].to(dtype=m.bias.dtype, device=m.bias.device)))
+        with Transaction() as tx:
+            for m, weight, bias in new:
+                if weight.shape != m.weight.shape:
+                    raise PruningError(f"{type(m).__name__}: re-fitted weight {tuple(weight.shape)} does not match "
+                                       f"{tuple(m.weight.shape)}; watch every group before pruning it")
+                tx.set_data(m.weight, weight)
+                if bias is not None:
+                    tx.set_data(m.bias, bias)
+        for m in todo:
+            del self._watched[m]
+        return todo
+
+    def forget(self) -> None:
+        """Drop every watched consumer."""
+        self._watched.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -92,7 +93,7 @@ class StatsCollector:
                 continue
             self.specs[m] = spec
         self._handles: list[Any] = []
-        self._seen: dict[tuple, InputStats] = {}
+        self._seen: dict[tuple, tuple[weakref.ref, InputStats]] = {}
 
     def __enter__(self) -> StatsCollector:
         for m in self.specs:
@@ -114,11 +115,11 @@ class StatsCollector:
             return
         x = args[0]
         spec = self.specs[module]
-        key = (id(x), x.data_ptr(), tuple(x.shape), x._version, spec, getattr(module, "kernel_size", None),
-               getattr(module, "stride", None), getattr(module, "padding", None),
-               getattr(module, "dilation", None))
+        key = (id(x), x._version, spec, getattr(module, "kernel_size", None), getattr(module, "stride", None),
+               getattr(module, "padding", None), getattr(module, "dilation", None))
         mine = self.stats.get(module)
-        seen = self._seen.get(key)
+        entry = self._seen.get(key)
+        seen = entry[1] if entry is not None and entry[0]() is x else None  # a freed tensor's id can be reused
         if seen is not None and (mine is None or mine is seen):
             self.stats[module] = seen
             return
@@ -129,4 +130,4 @@ class StatsCollector:
             raise RuntimeError(f"{type(module).__name__} got {feats.shape[1]} input features, "
                                f"{mine.features} before; the model changed during calibration")
         mine.add(feats)
-        self._seen[key] = mine
+        self._seen[key] = (weakref.ref(x), mine)

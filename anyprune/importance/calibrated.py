@@ -284,6 +284,19 @@ def damped_inverse(h: torch.Tensor, damp: float) -> torch.Tensor:
                        "more calibration data")
 
 
+def _spd_inverse(a: torch.Tensor) -> torch.Tensor:
+    """Inverse of a (batch of) symmetric positive definite matrices, by Cholesky, with jitter if needed."""
+    eye = torch.eye(a.shape[-1], dtype=a.dtype)
+    scale = a.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-30)[..., None, None]
+    jitter = 0.0
+    for _ in range(12):
+        chol, info = torch.linalg.cholesky_ex(a + jitter * scale * eye)
+        if not bool((info != 0).any()):
+            return torch.cholesky_inverse(chol)
+        jitter = max(jitter * 10, 1e-10)
+    raise PruningError("a block of the inverse Gram matrix is not positive definite; give more calibration data")
+
+
 class OBSImportance(CalibratedImportance):
     """Structured Optimal Brain Surgeon: the relative output error of removing a unit with the best re-fit of
     the consumer's kept weights (and bias). See :mod:`anyprune.importance.calibrated`.
@@ -323,12 +336,12 @@ class OBSImportance(CalibratedImportance):
             else:
                 sub = hinv[units[:, :, None], units[:, None, :]]
                 ww = gram_w[units[:, :, None], units[:, None, :]]
-                cost = (ww * torch.linalg.inv(sub).transpose(1, 2)).sum((1, 2))
+                cost = (ww * _spd_inverse(sub)).sum((1, 2))
         else:
             cost = torch.zeros(size, dtype=torch.float64)
             for u, p in enumerate(units):
                 if p.numel():
-                    cost[u] = (gram_w[p][:, p] * torch.linalg.inv(hinv[p][:, p]).t()).sum()
+                    cost[u] = (gram_w[p][:, p] * _spd_inverse(hinv[p][:, p])).sum()
         if self.relative:
             energy = float((w @ h * w).sum().clamp_min(1e-30))
             cost = cost / energy

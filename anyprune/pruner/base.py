@@ -33,10 +33,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..calibration import calibration_batches
 from ..depgraph import DependencyGraph
 from ..errors import AnyPruneWarning, ConfigError, PruningError
 from ..groups.group import Group, LeafSlice, ParamSlice
 from ..importance.magnitude import GroupMagnitudeImportance
+from ..reconstruction import ReconstructionReport, prune_and_reconstruct
 from ..utils.flops import count_ops_and_params
 from .budget import CostModel, PruneResult, module_macs
 from .schedule import check_schedule, linear_scheduler
@@ -120,6 +122,16 @@ class MetaPruner:
             absolute count (> 1). The default ratio is searched so that the estimate meets the budget; the
             achieved MACs are measured and reported in :attr:`result`.
         target_params: the same for the parameter count.
+        calibration: calibration data (a tensor of examples such as token ids ``[N, T]``, a ``DataLoader``,
+            or an iterable of example inputs). A calibrated criterion (``WandaSPImportance``,
+            ``FluctuationImportance``, ``OBSImportance``) is calibrated on it before each step, block by block.
+        reconstruct: after removing units, re-fit every consumer of the removed units by least squares on the
+            calibration data (bias compensation included) and re-estimate batch-norm statistics (see
+            :mod:`anyprune.reconstruction`); needs ``calibration``.
+        sequential: reconstruct one block at a time (inputs of a block come from the already pruned blocks)
+            where the model has a chain of blocks; ``False``: one pass on the unpruned model.
+        calibration_batch_size: rows per batch when ``calibration`` is one tensor.
+        reconstruction_damp: relative damping of the least-squares re-fit.
 
     Raises:
         ConfigError: for any invalid argument, before the model is touched.
@@ -164,6 +176,11 @@ class MetaPruner:
         ch_sparsity_dict: dict | None = None,
         target_macs: float | None = None,
         target_params: float | None = None,
+        calibration: Any = None,
+        reconstruct: bool = False,
+        sequential: bool = True,
+        calibration_batch_size: int = 8,
+        reconstruction_damp: float = 0.01,
     ) -> None:
         if ch_sparsity is not None:
             warnings.warn("ch_sparsity is deprecated; use pruning_ratio (same meaning)", FutureWarning,
@@ -198,6 +215,7 @@ class MetaPruner:
         self.target_macs = target_macs
         self.target_params = target_params
         self._scopes = self._check_ratio_dict(model, pruning_ratio_dict)
+        self._check_calibration(importance, calibration, reconstruct, sequential, calibration_batch_size, reconstruction_damp)
         self._check_heads(model, num_heads, prune_num_heads, prune_head_dims, head_pruning_ratio,
                           head_pruning_ratio_dict)
         for name, d in (("in_channel_groups", in_channel_groups), ("out_channel_groups", out_channel_groups),
@@ -280,6 +298,27 @@ class MetaPruner:
                                   or not math.isfinite(float(t))):
                 raise ConfigError(f"{name} must be a fraction in (0, 1] of the original or an absolute count "
                                   f"> 1, got {t!r}")
+
+    def _check_calibration(self, importance: Any, calibration: Any, reconstruct: Any, sequential: Any, batch_size: Any,
+                           damp: Any) -> None:
+        for name, v in (("reconstruct", reconstruct), ("sequential", sequential)):
+            if not isinstance(v, bool):
+                raise ConfigError(f"{name} must be True or False, got {v!r}")
+        if isinstance(damp, bool) or not isinstance(damp, numbers.Real) or not 0 <= float(damp) < 1e3:
+            raise ConfigError(f"reconstruction_damp must be a number >= 0 (e.g. 0.01), got {damp!r}")
+        self.calibration: list[Any] | None = None
+        if calibration is not None:
+            self.calibration = calibration_batches(calibration, batch_size)
+        elif reconstruct:
+            raise ConfigError("reconstruct=True needs calibration data: MetaPruner(..., calibration=batches), "
+                              "e.g. a few hundred examples or 32 sequences of 256 tokens")
+        elif getattr(importance, "needs_calibration", False) and not getattr(importance, "_calibrated", False):
+            raise ConfigError(f"{type(importance).__name__} needs calibration data: pass "
+                              "MetaPruner(..., calibration=batches) or call importance.calibrate(model, data) first")
+        self.reconstruct = reconstruct
+        self.sequential = sequential
+        self.reconstruction_damp = float(damp)
+        self.reconstruction: list[ReconstructionReport] = []
 
     @staticmethod
     def _module_ids(model: nn.Module) -> set[int]:
@@ -584,6 +623,8 @@ class MetaPruner:
 
     def _plan(self, step: int) -> list[_Plan]:
         groups = self._groups()
+        if self.calibration is not None and getattr(self.importance, "needs_calibration", False):
+            self.importance.calibrate(self.model, self.calibration, groups=groups, forward_fn=self.forward_fn)
         if self._absolute_targets != (None, None):
             scored, counts = self._plan_budget(groups, step)
         else:
@@ -676,10 +717,15 @@ class MetaPruner:
             yield self._chosen_group(p)
 
     def _apply(self, plans: list[_Plan]) -> PruneResult:
-        n = 0
-        for p in plans:
-            p.group.prune(p.indices)
-            n += int(p.indices.numel())
+        n = sum(int(p.indices.numel()) for p in plans)
+        if self.reconstruct and plans:
+            assert self.calibration is not None
+            self.reconstruction.append(prune_and_reconstruct(
+                self.model, [(p.group, p.indices) for p in plans], self.calibration, forward_fn=self.forward_fn,
+                sequential=self.sequential, damp=self.reconstruction_damp))
+        else:
+            for p in plans:
+                p.group.prune(p.indices)
         if plans:
             with torch.no_grad():
                 self.DG.verify()  # re-run the example inputs: names any op that no longer fits

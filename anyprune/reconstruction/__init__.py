@@ -21,6 +21,8 @@ data (a cumulative average over the batches).
 from __future__ import annotations
 
 from .batchnorm import reestimate_batchnorm
+from .driver import ReconstructionReport, prune_and_reconstruct
 from .refit import Reconstructor, least_squares_refit
 
-__all__ = ["Reconstructor", "least_squares_refit", "reestimate_batchnorm"]
+__all__ = ["ReconstructionReport", "Reconstructor", "least_squares_refit", "prune_and_reconstruct",
+           "reestimate_batchnorm"]

@@ -79,8 +79,9 @@ def load_minilm() -> tuple[Any, Any]:
     from transformers.utils import logging as hf_logging
 
     path = minilm_dir()
-    verbosity = hf_logging.get_verbosity()
+    verbosity, progress = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # quiet the load report about the dropped pooler weights
+    hf_logging.disable_progress_bar()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -89,6 +90,8 @@ def load_minilm() -> tuple[Any, Any]:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     finally:
         hf_logging.set_verbosity(verbosity)
+        if progress:
+            hf_logging.enable_progress_bar()
     return model.float().eval(), tokenizer
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,13 +44,19 @@ class ConsumerSpec:
 
     def features(self, module: nn.Module) -> int:
         """Number of input features the module's weight has now."""
-        w = module.weight
-        return int(w.shape[self.in_dim]) * self.per_channel
+        return int(_weight(module).shape[self.in_dim]) * self.per_channel
 
 
 def _is_hf_conv1d(module: nn.Module) -> bool:
-    return type(module).__name__ == "Conv1D" and isinstance(getattr(module, "weight", None), torch.Tensor) \
-        and module.weight.dim() == 2
+    w = getattr(module, "weight", None)
+    return type(module).__name__ == "Conv1D" and isinstance(w, torch.Tensor) and w.dim() == 2
+
+
+def _weight(module: nn.Module) -> torch.Tensor:
+    w = module.weight
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"{type(module).__name__}.weight is not a tensor")
+    return w
 
 
 def consumer_spec(module: nn.Module) -> ConsumerSpec | None:
@@ -71,20 +78,22 @@ def input_features(module: nn.Module, spec: ConsumerSpec, x: torch.Tensor) -> to
     """The module's input ``x`` as rows of features ``[rows, features]`` (one row per token / output pixel)."""
     if spec.kind != "conv":
         return x.reshape(-1, x.shape[-1])
-    assert isinstance(module, nn.modules.conv._ConvNd)
-    if math.prod(module.kernel_size) == 1 and all(s == 1 for s in module.stride) \
-            and all(p == 0 for p in module.padding):  # 1x1: the channels at every position
+    conv: Any = module
+    if math.prod(conv.kernel_size) == 1 and all(s == 1 for s in conv.stride) \
+            and all(p == 0 for p in conv.padding):  # 1x1: the channels at every position
         return x.movedim(1, -1).reshape(-1, x.shape[1])
-    if isinstance(module, nn.Conv1d):  # as a conv2d over a height of 1
+    kernel: tuple[int, ...]
+    if isinstance(conv, nn.Conv1d):  # as a conv2d over a height of 1
         x4 = x.unsqueeze(2)
-        kernel, dilation = (1, module.kernel_size[0]), (1, module.dilation[0])
-        padding, stride = (0, module.padding[0]), (1, module.stride[0])
+        kernel, dilation = (1, conv.kernel_size[0]), (1, conv.dilation[0])
+        padding: tuple[int, ...] = (0, int(conv.padding[0]))
+        stride: tuple[int, ...] = (1, conv.stride[0])
     else:
-        x4, kernel, dilation = x, module.kernel_size, module.dilation
-        padding, stride = module.padding, module.stride
-    if module.padding_mode != "zeros":
-        pads = [p for p in reversed(padding) for _ in range(2)]
-        x4 = F.pad(x4, pads, mode=module.padding_mode)
+        x4, kernel, dilation = x, conv.kernel_size, conv.dilation
+        padding, stride = tuple(conv.padding), conv.stride
+    if conv.padding_mode != "zeros":
+        pads = [int(p) for p in reversed(padding) for _ in range(2)]
+        x4 = F.pad(x4, pads, mode=conv.padding_mode)
         padding = (0, 0)
     cols = F.unfold(x4, kernel, dilation=dilation, padding=padding, stride=stride)  # [N, C*k, L]
     return cols.transpose(1, 2).reshape(-1, cols.shape[1])
@@ -92,7 +101,7 @@ def input_features(module: nn.Module, spec: ConsumerSpec, x: torch.Tensor) -> to
 
 def weight_matrix(module: nn.Module, spec: ConsumerSpec) -> torch.Tensor:
     """The weight as ``[outputs, features]`` (a view where possible; detached)."""
-    w = module.weight.detach()
+    w = _weight(module).detach()
     if spec.kind == "conv1d_hf":
         return w.t()
     return w.reshape(w.shape[0], -1)
@@ -100,7 +109,7 @@ def weight_matrix(module: nn.Module, spec: ConsumerSpec) -> torch.Tensor:
 
 def write_weight_matrix(module: nn.Module, spec: ConsumerSpec, matrix: torch.Tensor) -> torch.Tensor:
     """``matrix`` (``[outputs, features]``) in the layout of the module's weight (same shape, dtype, device)."""
-    w = module.weight
+    w = _weight(module)
     if spec.kind == "conv1d_hf":
         matrix = matrix.t()
     return matrix.reshape(w.shape).to(dtype=w.dtype, device=w.device).contiguous()

@@ -48,7 +48,7 @@ __all__ = ["CalibratedImportance", "WandaSPImportance", "FluctuationImportance",
 log = logging.getLogger(__name__)
 
 
-def consumer_slices(group: Any) -> list[tuple[ParamSlice, Any, torch.Tensor]]:
+def consumer_slices(group: Any) -> list[tuple[Any, Any, torch.Tensor]]:
     """``(slice, spec, unit_of_feature)`` for every consumer of a one-atom group.
 
     ``unit_of_feature[j]`` is the group unit that consumer feature ``j`` belongs to (``-1`` for features

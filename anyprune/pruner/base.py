@@ -215,7 +215,8 @@ class MetaPruner:
         self.target_macs = target_macs
         self.target_params = target_params
         self._scopes = self._check_ratio_dict(model, pruning_ratio_dict)
-        self._check_calibration(importance, calibration, reconstruct, sequential, calibration_batch_size, reconstruction_damp)
+        self._check_calibration(importance, calibration, reconstruct, sequential, calibration_batch_size,
+                                reconstruction_damp)
         self._check_heads(model, num_heads, prune_num_heads, prune_head_dims, head_pruning_ratio,
                           head_pruning_ratio_dict)
         for name, d in (("in_channel_groups", in_channel_groups), ("out_channel_groups", out_channel_groups),
@@ -624,7 +625,8 @@ class MetaPruner:
     def _plan(self, step: int) -> list[_Plan]:
         groups = self._groups()
         if self.calibration is not None and getattr(self.importance, "needs_calibration", False):
-            self.importance.calibrate(self.model, self.calibration, groups=groups, forward_fn=self.forward_fn)
+            calibrate = getattr(self.importance, "calibrate")
+            calibrate(self.model, self.calibration, groups=groups, forward_fn=self.forward_fn)
         if self._absolute_targets != (None, None):
             scored, counts = self._plan_budget(groups, step)
         else:

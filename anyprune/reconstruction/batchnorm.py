@@ -46,7 +46,8 @@ def reestimate_batchnorm(model: nn.Module, data: Any, forward_fn: Callable | Non
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"reestimate_batchnorm expects the model (an nn.Module), got {type(model).__name__}")
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    bns: list[Any] = [m for m in model.modules()
+                      if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not bns:
         return 0
     batches = calibration_batches(data, batch_size)

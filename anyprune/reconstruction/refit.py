@@ -151,8 +151,9 @@ class Reconstructor:
             the modules re-fitted.
         """
         todo = [m for m in (self.modules if modules is None else modules) if m in self._watched and m in stats]
-        new: list[tuple[nn.Module, torch.Tensor, torch.Tensor | None]] = []
+        new: list[tuple[Any, torch.Tensor, torch.Tensor | None]] = []
         for m in todo:
+            mod: Any = m
             w = self._watched[m]
             st = stats[m]
             if st.features != w.weight.shape[1]:
@@ -164,8 +165,8 @@ class Reconstructor:
             sol = sol[w.rows]
             if not bool(torch.isfinite(sol).all()):
                 raise PruningError(f"the least-squares re-fit of {type(m).__name__} is not finite")
-            new.append((m, write_weight_matrix(m, w.spec, sol),
-                        None if b is None else b[w.rows].to(dtype=m.bias.dtype, device=m.bias.device)))
+            new.append((mod, write_weight_matrix(m, w.spec, sol),
+                        None if b is None else b[w.rows].to(dtype=mod.bias.dtype, device=mod.bias.device)))
         with Transaction() as tx:
             for m, weight, bias in new:
                 if weight.shape != m.weight.shape:

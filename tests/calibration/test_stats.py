@@ -34,7 +34,8 @@ def test_linear_gram_sum_and_rows_in_float64():
     torch.testing.assert_close(st.gram, _gram(h), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(st.sum, h.double().sum(0), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(st.variance, h.double().var(0, unbiased=False), rtol=1e-5, atol=1e-6)
-    assert model[0] in stats and stats[model[0]].features == 3
+    assert model[0] in stats
+    assert stats[model[0]].features == 3
 
 
 @pytest.mark.parametrize(("kernel", "stride", "padding", "dilation"), [(3, 1, 1, 1), (3, 2, 0, 1), (1, 1, 0, 1),
@@ -98,7 +99,7 @@ def test_block_by_block_equals_one_pass_on_a_decoder():
     model = _tiny_llama()
     ids = torch.randint(0, 64, (6, 10))
     blocks = find_blocks(model)
-    assert blocks is not None and blocks == list(model.model.layers)
+    assert blocks == list(model.model.layers)
     assert BlockRunner.check_chain(model, blocks, ids[:2], None)
     chunks: list[tuple[int | None, set]] = []
     streamed: dict = {}
@@ -158,7 +159,8 @@ def test_collect_restores_modes_and_grad_mode():
     with torch.enable_grad():
         tp.calibration.collect(model, [torch.randn(3, 2)])
         assert torch.is_grad_enabled()
-    assert model.training and model[1].training
+    assert model.training
+    assert model[1].training
 
 
 def test_half_precision_inputs_accumulate_in_float64():

@@ -171,7 +171,7 @@ def test_errors_say_what_to_do():
         imp(dg.groups()[0])
     with pytest.raises(tp.ConfigError, match="damp"):
         tp.importance.OBSImportance(damp=-1)
-    with pytest.raises(tp.ConfigError, match="nn.Module"):
+    with pytest.raises(tp.ConfigError, match=r"nn\.Module"):
         imp.calibrate("model", [torch.randn(2, 3)])
     imp.calibrate(model, [torch.randn(8, 3)])
     dg.groups()[0].prune([0])

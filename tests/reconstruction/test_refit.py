@@ -125,7 +125,8 @@ def test_sequential_reconstruction_of_every_block_and_the_residual_stream():
     for k in range(3):
         for name in ("self_attn.q_proj", "self_attn.o_proj", "mlp.down_proj"):
             assert f"model.layers.{k}.{name}" in rep.refitted
-    assert model.config.hidden_size == 24 and model.config.intermediate_size == 36
+    assert model.config.hidden_size == 24
+    assert model.config.intermediate_size == 36
     assert model.config.num_attention_heads == 2
     tp.DependencyGraph().build_dependency(model, ids[:1], output_transform=lambda o: o.logits).lint()
     assert model(ids).logits.shape == (8, 12, 64)
@@ -196,7 +197,9 @@ def test_batchnorm_reestimation_is_the_mean_over_batches_and_restores_modes():
     ys = [model[0](d).detach() for d in data]
     torch.testing.assert_close(model[1].running_mean, torch.stack([y.mean((0, 2, 3)) for y in ys]).mean(0))
     torch.testing.assert_close(model[1].running_var, torch.stack([y.var((0, 2, 3)) for y in ys]).mean(0))
-    assert not model.training and not model[1].training and model[1].momentum == 0.3
+    assert not model.training
+    assert not model[1].training
+    assert model[1].momentum == 0.3
     before = model[1].running_mean.clone()
     with pytest.raises(RuntimeError):
         reestimate_batchnorm(model, [torch.randn(2, 5, 4, 4)])  # wrong channels: nothing changes
@@ -223,6 +226,7 @@ def test_prune_and_reconstruct_magnitude_plans_on_a_plain_mlp():
     dg = tp.DependencyGraph().build_dependency(model, data[:1])
     plans = [(g, torch.arange(8)) for g in dg.groups()]
     rep = prune_and_reconstruct(model, plans, [data], damp=0.0)
-    assert sorted(rep.refitted) == ["2", "4"] and rep.blocks == 0
+    assert sorted(rep.refitted) == ["2", "4"]
+    assert rep.blocks == 0
     assert model[2].weight.shape == (8, 8)
     assert float((model(data) - dense).square().mean()) < float(dense.square().mean())

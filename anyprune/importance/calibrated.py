@@ -108,13 +108,14 @@ class CalibratedImportance:
         self.progress = progress
         self._stats: dict[nn.Module, InputStats] = {}
         self._scores: dict[int, tuple[int, torch.Tensor]] = {}
-        self._calibrated = False
+        self.reset()
 
     # ---------------------------------------------------------- calibration
     def reset(self) -> None:
         """Forget statistics and scores (calibrate again after the model changes)."""
         self._stats.clear()
         self._scores.clear()
+        self._weights: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._calibrated = False
 
     def calibrate(self, model: nn.Module, data: Any, groups: Iterable[Any] | None = None,
@@ -148,13 +149,16 @@ class CalibratedImportance:
         partial = {id(g): torch.zeros(g.size, dtype=torch.float64) for g, _ in found}
         consumers = [s.module for _, cs in found for s, _, _ in cs]
 
+        readers: dict[nn.Module, list[tuple[Any, Any, torch.Tensor]]] = {}
+        for g, cs in found:
+            for s, spec, index in cs:
+                readers.setdefault(s.module, []).append((g, spec, index))
+
         def on_stats(stats: dict[nn.Module, InputStats], _k: int | None) -> None:
-            for g, cs in found:
-                for s, spec, index in cs:
-                    st = stats.get(s.module)
-                    if st is not None:
-                        partial[id(g)] += self._cost(s.module, spec, st, index, g.size)
-                        seen.add(id(g))
+            for module, st in stats.items():
+                for g, spec, index in readers.get(module, []):  # one consumer at a time: its inverse is reused
+                    partial[id(g)] += self._cost(module, spec, st, index, g.size)
+                    seen.add(id(g))
 
         seen: set[int] = set()
         stream_statistics(model, batches, consumers, on_stats=on_stats, forward_fn=forward_fn,
@@ -167,15 +171,23 @@ class CalibratedImportance:
     # --------------------------------------------------------------- scoring
     def _cost(self, module: nn.Module, spec: Any, stats: InputStats, index: torch.Tensor, size: int
               ) -> torch.Tensor:
-        w = weight_matrix(module, spec).double().cpu()
-        if w.shape[1] != stats.features:
-            raise PruningError(
-                f"{type(module).__name__} has {w.shape[1]} input features but {stats.features} were calibrated: "
-                "the model changed since calibrate(); calibrate again"
-            )
+        weight = getattr(module, "weight")
         bias = getattr(module, "bias", None)
-        b = bias.detach().double().cpu() if isinstance(bias, torch.Tensor) else None
-        return self.consumer_cost(w, b, stats, index, size)
+        key = (module, id(stats), weight._version, tuple(weight.shape),
+               None if not isinstance(bias, torch.Tensor) else bias._version)
+        hit = self._weights.get(key)
+        if hit is None:
+            w = weight_matrix(module, spec).double().cpu()
+            if w.shape[1] != stats.features:
+                raise PruningError(
+                    f"{type(module).__name__} has {w.shape[1]} input features but {stats.features} were "
+                    "calibrated: the model changed since calibrate(); calibrate again"
+                )
+            b = bias.detach().double().cpu() if isinstance(bias, torch.Tensor) else None
+            hit = self._weights[key] = (w, b)
+            while len(self._weights) > 4:  # a few consumers at a time (with what subclasses derive from them)
+                self._weights.pop(next(iter(self._weights)))
+        return self.consumer_cost(hit[0], hit[1], stats, index, size)
 
     def consumer_cost(self, weight: torch.Tensor, bias: torch.Tensor | None, stats: InputStats,
                       index: torch.Tensor, size: int) -> torch.Tensor:
@@ -324,11 +336,26 @@ class OBSImportance(CalibratedImportance):
         self.damp = float(damp)
         self.relative = bool(relative)
 
+    def reset(self) -> None:
+        super().reset()
+        self._cache: dict[tuple, tuple[Any, ...]] = {}
+
+    def _prepared(self, weight: torch.Tensor, bias: torch.Tensor | None, stats: InputStats
+                  ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """``(H^-1, W^T W, output energy)`` of a consumer, computed once for all the groups it reads."""
+        key = (id(stats), id(weight))  # the weights come from CalibratedImportance's small cache
+        hit = self._cache.get(key)
+        if hit is None or hit[0] is not weight or hit[1] is not stats:  # ids of dropped tensors can be reused
+            w, h = augmented(weight, bias, stats)
+            hit = (weight, stats, damped_inverse(h, self.damp), w.t() @ w, float((w @ h * w).sum().clamp_min(1e-30)))
+            self._cache[key] = hit
+            while len(self._cache) > 4:
+                self._cache.pop(next(iter(self._cache)))
+        return hit[2], hit[3], hit[4]
+
     def consumer_cost(self, weight, bias, stats, index, size):
-        w, h = augmented(weight, bias, stats)
-        hinv = damped_inverse(h, self.damp)
+        hinv, gram_w, energy = self._prepared(weight, bias, stats)
         units = _units(index, size)
-        gram_w = w.t() @ w  # [features, features]: sum over output rows of w_j w_k
         if isinstance(units, torch.Tensor):
             if units.shape[1] == 1:
                 p = units[:, 0]
@@ -343,6 +370,5 @@ class OBSImportance(CalibratedImportance):
                 if p.numel():
                     cost[u] = (gram_w[p][:, p] * _spd_inverse(hinv[p][:, p])).sum()
         if self.relative:
-            energy = float((w @ h * w).sum().clamp_min(1e-30))
             cost = cost / energy
         return cost

@@ -6,9 +6,10 @@ each group just before it is pruned, keeps the consumer's dense weight and the p
 afterwards re-fits the kept weights by damped least squares on the calibration Gram matrix
 ``H = E[x x^T]``:
 
-    ``W_K' = W H[:, K] (H[K, K] + damp * mean(diag H) * I)^-1``
+    ``W_K' = W_K + W_R H[R, K] (H[K, K] + l I)^-1``,  ``l = damp * mean(diag H[K, K])``
 
-so that ``W_K' x_K`` is the best linear estimate of the dense output ``W x`` on the calibration data. A
+(``R``: the removed features) so that ``W_K' x_K`` is the best linear estimate of the dense output ``W x`` on the
+calibration data, the damping pulling the kept weights towards their dense values. A
 consumer with a bias gets the constant feature too, so the bias absorbs the removed inputs' means (bias
 compensation). Nothing new is added to the model: only the values of kept weights and biases change, so
 shapes, configs and the Hugging Face round trip are those of plain pruning. Every new tensor is computed

@@ -27,6 +27,7 @@ class ReconstructionReport:
     """What :func:`prune_and_reconstruct` did."""
 
     refitted: list[str] = dataclasses.field(default_factory=list)  # consumer module names
+    not_refitted: list[str] = dataclasses.field(default_factory=list)  # consumers without statistics
     blocks: int = 0  # blocks processed one at a time (0: one pass over the whole model)
     batchnorm_layers: int = 0  # batch-norm layers re-estimated
 
@@ -60,7 +61,9 @@ def prune_and_reconstruct(model: nn.Module, plans: list[tuple[Any, torch.Tensor]
     chain of blocks (:func:`anyprune.calibration.find_blocks`), each block's own groups are pruned when the
     data reaches the block: its consumers' statistics come from inputs produced by the already pruned and
     re-fitted blocks before it, so errors do not accumulate, and only that block's statistics are held.
-    Batch-norm statistics are re-estimated at the end (``batchnorm=None``: whenever the model has any).
+    Batch-norm statistics are re-estimated at the end (``batchnorm=None``: when some consumer of removed units
+    could not be re-fitted, e.g. a grouped convolution; re-fitted consumers reproduce their dense outputs, so the
+    statistics after them still hold).
 
     Args:
         model: the model.
@@ -70,7 +73,7 @@ def prune_and_reconstruct(model: nn.Module, plans: list[tuple[Any, torch.Tensor]
         sequential: block by block where the model has a chain of blocks.
         damp: relative damping of the least-squares re-fit.
         max_features: consumers with more input features are not re-fitted.
-        batchnorm: re-estimate batch-norm statistics (``None``: if the model has batch-norm layers).
+        batchnorm: re-estimate batch-norm statistics (``None``: if some consumer was not re-fitted).
         show_progress: progress bars.
     """
     report = ReconstructionReport()
@@ -125,10 +128,11 @@ def prune_and_reconstruct(model: nn.Module, plans: list[tuple[Any, torch.Tensor]
                               max_features=max_features, show_progress=show_progress,
                               before_advance=before_advance)
         left = rec.modules
+        report.not_refitted = [names.get(m, "?") for m in left]
         if left:
-            log.info("not re-fitted (no statistics): %s", ", ".join(names.get(m, "?") for m in left))
-    if batchnorm is None:
-        batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+            log.info("not re-fitted (no statistics): %s", ", ".join(report.not_refitted))
+    if batchnorm is None:  # re-fitted consumers reproduce their dense outputs: their statistics still hold
+        batchnorm = bool(left) and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if batchnorm:
         report.batchnorm_layers = reestimate_batchnorm(model, batches, forward_fn, show_progress=show_progress)
     return report

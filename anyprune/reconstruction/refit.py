@@ -22,8 +22,9 @@ def least_squares_refit(weight: torch.Tensor, bias: torch.Tensor | None, stats: 
                         kept: torch.Tensor, damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The kept columns (and bias) that best reproduce ``weight @ x + bias`` from the kept features.
 
-    Minimises ``E||W x + b - W' x_K - b'||^2`` over the calibration rows, with Tikhonov damping
-    ``damp * mean(diag H[K, K])`` on the normal equations.
+    Minimises ``E||W x + b - W' x_K - b'||^2 + l ||W' - W_K||^2`` over the calibration rows, with
+    ``l = damp * mean(diag H[K, K])``: ``W' = W_K + W_R H_RK (H_KK + l I)^-1`` (the optimal-brain-surgeon update
+    with a damped Hessian; ``damp=0`` is plain least squares).
 
     Args:
         weight: the dense weight ``[outputs, features]``.
@@ -52,11 +53,14 @@ def least_squares_refit(weight: torch.Tensor, bias: torch.Tensor | None, stats: 
     a = h[cols][:, cols]
     scale = float(a.diagonal().mean().clamp_min(1e-12))
     eye = torch.eye(a.shape[0], dtype=a.dtype)
-    rhs = (w @ h[:, cols]).t()  # [kept, outputs]
+    base = w @ h[:, cols]  # [outputs, kept]
     d = damp
     for _ in range(12):
         chol, info = torch.linalg.cholesky_ex(a + (d * scale) * eye)
         if int(info) == 0:
+            # damped normal equations of W (H + l I): the damping pulls the kept weights towards their dense
+            # values (W_K' = W_K + W_R H_RK (H_KK + l I)^-1), not towards zero
+            rhs = (base + (d * scale) * w[:, cols]).t()
             sol = torch.cholesky_solve(rhs, chol).t()
             if bias is None:
                 return sol, None

@@ -24,6 +24,9 @@ IMPORTANCES: dict[str, Callable[..., Any]] = {
     "random": imp.RandomImportance,
     "taylor": imp.GroupTaylorImportance,
     "hessian": imp.GroupHessianImportance,
+    "wanda_sp": imp.WandaSPImportance,
+    "fluctuation": imp.FluctuationImportance,
+    "obs": imp.OBSImportance,
 }
 _PRUNERS: dict[str, type[MetaPruner]] = {
     "meta": MetaPruner, "magnitude": MagnitudePruner, "bn_scale": BNScalePruner, "group_norm": GroupNormPruner,
@@ -35,7 +38,9 @@ _PRUNERS: dict[str, type[MetaPruner]] = {
 class PruneConfig:
     """Everything a pruner needs besides the model and inputs, as plain data (JSON round-trips).
 
-    Modules are named by their fully qualified names (``model.named_modules()``).
+    Modules are named by their fully qualified names (``model.named_modules()``). The calibrated criteria
+    (``importance="obs"``, ``"wanda_sp"``, ``"fluctuation"``) and ``reconstruct=True`` need calibration data,
+    given to :func:`prune_` (data is not part of the configuration).
     A ``pruning_ratio_dict`` key may name several modules separated by ``","``:
     they form one scope sharing the ratio.
 
@@ -64,6 +69,9 @@ class PruneConfig:
     pruner: str = "meta"
     target_macs: float | None = None
     target_params: float | None = None
+    reconstruct: bool = False
+    sequential: bool = True
+    calibration_batch_size: int = 8
 
     def __post_init__(self) -> None:
         if self.importance not in IMPORTANCES:
@@ -79,6 +87,12 @@ class PruneConfig:
             raise ConfigError("pruning_ratio_dict must map module names (comma-separated for a scope) to ratios")
         if not isinstance(self.importance_kwargs, dict):
             raise ConfigError("importance_kwargs must be a dict of keyword arguments for the importance")
+        for name in ("reconstruct", "sequential"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        b = self.calibration_batch_size
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ConfigError(f"calibration_batch_size must be an int >= 1, got {b!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as JSON-compatible data."""
@@ -123,22 +137,35 @@ class PruneConfig:
             pruning_ratio_dict=ratio_dict or None, max_pruning_ratio=self.max_pruning_ratio,
             global_pruning=self.global_pruning, isomorphic=self.isomorphic, iterative_steps=self.iterative_steps,
             round_to=self.round_to, ignored_layers=[module(n) for n in self.ignored_layers],
-            target_macs=self.target_macs, target_params=self.target_params, **kwargs,
+            target_macs=self.target_macs, target_params=self.target_params, reconstruct=self.reconstruct,
+            sequential=self.sequential, calibration_batch_size=self.calibration_batch_size, **kwargs,
         )
 
 
 def prune_(model: nn.Module, example_inputs: Any, config: PruneConfig | dict | None = None,
-           **kwargs: Any) -> PruneResult:
+           calibration: Any = None, **kwargs: Any) -> PruneResult:
     """Prune ``model`` in place with one call: build the pruner from ``config`` and run every step.
 
     Args:
         model: the model.
         example_inputs: inputs for one forward pass.
         config: a :class:`PruneConfig` (or its dict); default ``PruneConfig()``.
+        calibration: calibration data for calibrated criteria and ``reconstruct=True`` (a tensor of examples
+            such as token ids ``[N, T]``, a ``DataLoader`` or an iterable of example inputs).
         **kwargs: extra pruner arguments (e.g. ``forward_fn``).
 
     Returns:
         the :class:`PruneResult` of the last step.
+
+    Example:
+        >>> import torch, anyprune as tp
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+        >>> data = torch.randn(256, 4)
+        >>> dense = model(data).detach()
+        >>> cfg = tp.PruneConfig(pruning_ratio=0.5, importance="obs", reconstruct=True)
+        >>> result = tp.prune_(model, data[:1], cfg, calibration=data)
+        >>> model[0].out_features, bool((model(data) - dense).abs().mean() < dense.abs().mean())
+        (8, True)
     """
     if config is None:
         config = PruneConfig()
@@ -146,6 +173,8 @@ def prune_(model: nn.Module, example_inputs: Any, config: PruneConfig | dict | N
         config = PruneConfig.from_dict(config)
     elif not isinstance(config, PruneConfig):
         raise ConfigError(f"config must be a PruneConfig or a dict, got {type(config).__name__}")
+    if calibration is not None:
+        kwargs["calibration"] = calibration
     pruner = config.build(model, example_inputs, **kwargs)
     result = None
     for _ in range(pruner.iterative_steps):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -67,3 +68,36 @@ def test_unknown_fields_and_module_names_are_errors_before_pruning():
     with pytest.raises(ConfigError, match="pruning_ratio must be"):
         tp.prune_(model, X, tp.PruneConfig(pruning_ratio=2.0))
     assert_same_state(before, state(model))
+
+
+def test_one_call_with_calibration_obs_and_reconstruction():
+    model = torch.nn.Sequential(torch.nn.Linear(6, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(),
+                                torch.nn.Linear(32, 3))
+    data = torch.randn(400, 6)
+    dense = model(data).detach()
+    cfg = tp.PruneConfig(pruning_ratio=0.5, importance="obs", reconstruct=True, global_pruning=True,
+                         max_pruning_ratio=0.75)
+    assert tp.PruneConfig.from_json(cfg.to_json()) == cfg
+    errors = {}
+    for name, c in (("plain", tp.PruneConfig(pruning_ratio=0.5, global_pruning=True, max_pruning_ratio=0.75)),
+                    ("obs+reconstruct", cfg)):
+        m = copy.deepcopy(model)
+        tp.prune_(m, data[:1], c, calibration=data)
+        assert 32 <= m[0].out_features + m[2].out_features < 40  # about half of the 64 units, allocated globally
+        assert min(m[0].out_features, m[2].out_features) >= 8  # the cap: no layer loses more than 75%
+        with torch.no_grad():
+            errors[name] = float((m(data) - dense).square().mean())
+    assert errors["obs+reconstruct"] < errors["plain"]
+
+
+def test_one_call_needs_calibration_for_calibrated_settings():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    with pytest.raises(tp.ConfigError, match="needs calibration data"):
+        tp.prune_(model, torch.randn(1, 4), tp.PruneConfig(importance="obs"))
+    with pytest.raises(tp.ConfigError, match="needs calibration data"):
+        tp.prune_(model, torch.randn(1, 4), tp.PruneConfig(reconstruct=True))
+    with pytest.raises(tp.ConfigError, match="reconstruct must be"):
+        tp.PruneConfig(reconstruct="yes")
+    with pytest.raises(tp.ConfigError, match="calibration_batch_size"):
+        tp.PruneConfig(calibration_batch_size=0)
+    assert model[0].out_features == 8

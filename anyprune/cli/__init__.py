@@ -5,6 +5,8 @@ Examples::
     anyprune inspect torchvision:resnet50
     anyprune prune torchvision:resnet50 --ratio 0.5 --global --round-to 8 --out pruned/ --report report.html
     anyprune prune hf:path/to/llama --target-macs 0.5 --importance l2 --out pruned-llama/
+    anyprune prune hf:path/to/llama --ratio 0.2 --calibration book.txt --out pruned-llama/   # OBS + re-fit
+    anyprune prune torchvision:resnet50 --ratio 0.3 --calibration images/ --out pruned/
     python -m anyprune inspect pruned/          # a directory written by --out
 
 Models are built with random weights unless a local checkpoint is given; nothing is downloaded. Bad input
@@ -25,7 +27,7 @@ from ..errors import AnyPruneError, ConfigError
 
 __all__ = ["main"]
 
-IMPORTANCE = ("l1", "l2", "lamp", "fpgm", "random", "taylor", "bn")
+IMPORTANCE = ("l1", "l2", "lamp", "fpgm", "random", "taylor", "bn", "obs", "wanda_sp", "fluctuation")
 
 
 class _BadInput(Exception):
@@ -79,7 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("prune", parents=[common], help="prune, verify, save and report")
     pr.add_argument("--ratio", type=_ratio, default=0.5, help="fraction of each group to remove (default 0.5)")
     pr.add_argument("--global", dest="global_pruning", action="store_true", help="rank all groups together")
-    pr.add_argument("--importance", choices=IMPORTANCE, default="l2")
+    pr.add_argument("--importance", choices=IMPORTANCE, default=None,
+                    help="criterion (default: l2; obs with --calibration)")
+    pr.add_argument("--calibration", default=None, metavar="PATH",
+                    help="calibration data: a text file (language models) or an image folder (vision models); "
+                         "enables the calibrated criteria and least-squares reconstruction")
+    pr.add_argument("--calibration-samples", type=_positive_int, default=32,
+                    help="sequences (text) or batches of 16 images to use (default 32)")
+    pr.add_argument("--calibration-seq-len", type=_positive_int, default=256, help="tokens per text sequence")
+    pr.add_argument("--no-reconstruct", action="store_true", help="with --calibration: do not re-fit consumers")
     pr.add_argument("--round-to", type=_positive_int, default=None, help="keep multiples of this many channels")
     pr.add_argument("--target-macs", type=_budget, default=None, help="MACs budget: fraction or absolute")
     pr.add_argument("--target-params", type=_budget, default=None, help="parameter budget: fraction or absolute")
@@ -124,9 +134,17 @@ def _fmt(n: float | None, unit: str = "") -> str:
 # ------------------------------------------------------------------ commands
 def _inspect(args) -> int:
     from ..report import group_summary, pinned_summary
-    from .models import load_model
+    from .models import calibration_data, load_model
 
     loaded = load_model(args.model, args.input_size)
+    calibration = None
+    if args.calibration is not None:
+        calibration = calibration_data(loaded, args.calibration, args.input_size, args.calibration_seq_len,
+                                       args.calibration_samples)
+    if args.importance is None:
+        args.importance = "obs" if calibration is not None else "l2"
+    if args.importance in ("obs", "wanda_sp", "fluctuation") and calibration is None:
+        raise ConfigError(f"--importance {args.importance} needs --calibration (a text file or an image folder)")
     t0 = time.perf_counter()
     dg = _graph(loaded)
     groups = dg.groups(root_module_types=None) if args.all else dg.groups()
@@ -147,7 +165,7 @@ def _inspect(args) -> int:
     return 0
 
 
-def _importance(name: str, loaded):
+def _importance(name: str, loaded, progress: bool = False):
     from .. import importance as imp
 
     if name in ("l1", "l2"):
@@ -160,6 +178,9 @@ def _importance(name: str, loaded):
         return imp.RandomImportance()
     if name == "bn":
         return imp.BNScaleImportance()
+    if name in ("obs", "wanda_sp", "fluctuation"):
+        return {"obs": imp.OBSImportance, "wanda_sp": imp.WandaSPImportance,
+                "fluctuation": imp.FluctuationImportance}[name](progress=progress)
     # taylor: gradients of a self-supervised loss on the example inputs (no labels on the command line)
     from ..trace.recorder import run_model
 
@@ -192,9 +213,17 @@ def _prune(args) -> int:
 
     from ..io.saving import save_pruned
     from ..pruner import MetaPruner
-    from .models import load_model
+    from .models import calibration_data, load_model
 
     loaded = load_model(args.model, args.input_size)
+    calibration = None
+    if args.calibration is not None:
+        calibration = calibration_data(loaded, args.calibration, args.input_size, args.calibration_seq_len,
+                                       args.calibration_samples)
+    if args.importance is None:
+        args.importance = "obs" if calibration is not None else "l2"
+    if args.importance in ("obs", "wanda_sp", "fluctuation") and calibration is None:
+        raise ConfigError(f"--importance {args.importance} needs --calibration (a text file or an image folder)")
     model = loaded.model
     names = dict(model.named_modules())
     ignored = []
@@ -207,10 +236,12 @@ def _prune(args) -> int:
 
     widths_before = layer_widths(model)
     before = _measure(model, loaded.inputs, not args.no_latency)
-    importance = _importance(args.importance, loaded)
+    importance = _importance(args.importance, loaded, not args.no_progress)
     kwargs: dict[str, Any] = {}
     if args.heads is not None:
         kwargs.update(prune_num_heads=True, head_pruning_ratio=args.heads)
+    if calibration is not None:
+        kwargs.update(calibration=calibration, reconstruct=not args.no_reconstruct)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pruner = MetaPruner(model, loaded.inputs, importance=importance, pruning_ratio=args.ratio,
@@ -220,10 +251,17 @@ def _prune(args) -> int:
         dg = pruner.DG
         all_groups = dg.groups()
         summaries = {g.atoms[0]: group_summary(g) for g in all_groups}
-        steps = list(pruner.step(interactive=True) or [])
-        for g in _progress(steps, len(steps), "pruning", not args.no_progress):
-            summaries[g.atoms[0]]["pruned"] = sum(int(m.sum()) for m in g.removal().values())
-            g.prune()
+        if calibration is not None:  # calibration, scoring and reconstruction need the whole step at once
+            table = dg.dims.atoms
+            sizes = {a: table.atom_size(a) for a in summaries}
+            pruner.step()
+            for a, row in summaries.items():
+                row["pruned"] = sizes[a] - table.atom_size(a)
+        else:
+            steps = list(pruner.step(interactive=True) or [])
+            for g in _progress(steps, len(steps), "pruning", not args.no_progress):
+                summaries[g.atoms[0]]["pruned"] = sum(int(m.sum()) for m in g.removal().values())
+                g.prune()
     with torch.no_grad():
         dg.verify()
     after = _measure(model, loaded.inputs, not args.no_latency)
@@ -248,7 +286,9 @@ def _prune(args) -> int:
             "layers": layer_rows(widths_before, layer_widths(model)),
             "groups": list(summaries.values()),
             "pinned": pinned_summary(dg, max_examples=5),
-            "settings": {"ratio": args.ratio, "global": str(args.global_pruning), "importance": args.importance},
+            "settings": {"ratio": args.ratio, "global": str(args.global_pruning), "importance": args.importance,
+                         "calibration": args.calibration or "none",
+                         "reconstruction": str(calibration is not None and not args.no_reconstruct)},
         }
         path = write_report(data, args.report)
         print(f"report written to {path}")

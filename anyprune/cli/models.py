@@ -21,17 +21,19 @@ from torch import nn
 
 from ..errors import ConfigError
 
-__all__ = ["Loaded", "load_model"]
+__all__ = ["Loaded", "load_model", "calibration_data"]
 
 
 class Loaded:
     """A model ready for the command line: the module, example inputs and how to read its output."""
 
-    def __init__(self, model: nn.Module, inputs: Any, source: str, output_transform=None) -> None:
+    def __init__(self, model: nn.Module, inputs: Any, source: str, output_transform=None,
+                 directory: Path | None = None) -> None:
         self.model = model
         self.inputs = inputs
         self.source = source
         self.output_transform = output_transform
+        self.directory = directory  # a Hugging Face model directory (for its tokenizer)
 
 
 def _image(size: int) -> torch.Tensor:
@@ -100,7 +102,7 @@ def _hf(path: str, size: int | None) -> Loaded:
         vocab = int(getattr(config, "vocab_size", 1000))
         ids = torch.randint(0, vocab, (1, 16), generator=torch.Generator().manual_seed(0))
         inputs = {"input_ids": ids}
-    return Loaded(model, inputs, f"hf:{p.resolve()}", _main_output)
+    return Loaded(model, inputs, f"hf:{p.resolve()}", _main_output, p if p.is_dir() else None)
 
 
 def _main_output(out: Any) -> Any:
@@ -139,3 +141,70 @@ def load_model(spec: str, input_size: int | None = None) -> Loaded:
         return loaded
     raise ConfigError(f"unknown model {spec!r}: use torchvision:NAME, timm:NAME, hf:PATH or a directory saved by "
                       "anyprune")
+
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _image_folder(folder: Path, size: int, limit: int) -> list[torch.Tensor]:
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms.v2 import functional as TF
+
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in _IMAGE_SUFFIXES)[:limit]
+    if not files:
+        raise ConfigError(f"--calibration {folder}: no images ({', '.join(_IMAGE_SUFFIXES)}) in this folder")
+    images = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                img = TF.pil_to_tensor(im.convert("RGB"))
+        except (OSError, UnidentifiedImageError) as err:
+            raise ConfigError(f"--calibration: cannot read image {f}: {err}") from err
+        img = TF.center_crop(TF.resize(img, [size * 256 // 224], antialias=True), [size, size])
+        images.append(TF.normalize(img.float() / 255.0, _IMAGENET_MEAN, _IMAGENET_STD))
+    return list(torch.stack(images).split(16))
+
+
+def _text_file(loaded: Loaded, path: Path, seq_len: int, limit: int) -> torch.Tensor:
+    if loaded.directory is None:
+        raise ConfigError("--calibration with a text file needs a tokenizer: give an hf:DIRECTORY model that holds "
+                          "its tokenizer files, or an image folder for a vision model")
+    import transformers
+
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(str(loaded.directory), local_files_only=True)
+    except Exception as err:
+        raise ConfigError(f"--calibration: no tokenizer in {loaded.directory} ({err}); give a model directory with "
+                          "tokenizer files") from err
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as err:
+        raise ConfigError(f"--calibration: cannot read {path}: {err}") from err
+    ids = torch.as_tensor(tok(text)["input_ids"], dtype=torch.long).flatten()
+    n = min(limit, ids.numel() // seq_len)
+    if n < 1:
+        raise ConfigError(f"--calibration {path}: {ids.numel()} tokens, fewer than one sequence of {seq_len}; give "
+                          "more text or a smaller --calibration-seq-len")
+    return ids[: n * seq_len].view(n, seq_len)
+
+
+def calibration_data(loaded: Loaded, path: str, size: int | None, seq_len: int = 256, limit: int = 32) -> Any:
+    """Calibration batches for the command line: an image folder (vision models: resized, centre-cropped,
+    ImageNet-normalised) or a text file (language models: tokenised with the model directory's tokenizer into
+    ``limit`` sequences of ``seq_len`` tokens)."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"--calibration {path}: no such file or folder")
+    if p.is_dir():
+        x = loaded.inputs if isinstance(loaded.inputs, torch.Tensor) else loaded.inputs.get("pixel_values") \
+            if isinstance(loaded.inputs, dict) else None
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            raise ConfigError("--calibration with an image folder needs a vision model (image inputs)")
+        images = _image_folder(p, size or int(x.shape[-1]), limit * 16)
+        if isinstance(loaded.inputs, dict):
+            return [{"pixel_values": b} for b in images]
+        return images
+    if not p.is_file():
+        raise ConfigError(f"--calibration {path}: not a regular file or folder")
+    return _text_file(loaded, p, seq_len, limit)

@@ -110,3 +110,62 @@ def test_unreadable_saved_directory_exits_2(tmp_path):
     r = run("inspect", str(tmp_path))
     assert r.returncode == 2
     assert "unreadable anyprune file" in r.stderr
+
+
+def test_prune_with_an_image_folder_for_calibration(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(6):
+        pixels = (torch.rand(40 + i, 48, 3) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+    r = run("prune", "torchvision:squeezenet1_1", "--ratio", "0.25", "--input-size", "64", "--calibration",
+            str(folder), "--no-latency", "--report", str(tmp_path / "r.html"))
+    assert r.returncode == 0, r.stderr
+    assert "pruned 25 of 25 groups" in r.stdout
+    html = (tmp_path / "r.html").read_text()
+    assert "obs" in html
+    assert str(folder) in html
+
+
+def _tiny_llama_dir(path: Path) -> Path:
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    words = "the of and a to in is was it that he she her his you i not be as at with".split()
+    vocab = {w: i for i, w in enumerate(["<unk>", *words])}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+    cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, vocab_size=len(vocab))
+    transformers.LlamaForCausalLM(cfg).save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+def test_prune_a_language_model_with_a_text_file_for_calibration(tmp_path):
+    model_dir = _tiny_llama_dir(tmp_path / "llama")
+    text = tmp_path / "book.txt"
+    text.write_text(" ".join(["it was the best of times and she was not at the ball with his sister"] * 60))
+    r = run("prune", f"hf:{model_dir}", "--ratio", "0.25", "--calibration", str(text), "--calibration-seq-len",
+            "32", "--no-latency", "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "anyprune.json").exists()
+    short = tmp_path / "short.txt"
+    short.write_text("the")
+    r = run("prune", f"hf:{model_dir}", "--calibration", str(short), "--no-latency")
+    assert r.returncode == 2
+    assert "fewer than one sequence" in r.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("prune", "torchvision:resnet18", "--importance", "obs"), "needs --calibration"),
+    (("prune", f"hf:{TINY_LLAMA}", "--calibration", str(TINY_LLAMA)), "needs a tokenizer"),
+    (("prune", "torchvision:resnet18", "--calibration", "/no/such/folder"), "no such file or folder"),
+])
+def test_calibration_errors_exit_2_with_one_line(args, message):
+    r = run(*args, "--no-latency")
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -266,8 +266,8 @@ def mobilenet(args) -> list[dict]:
 def fashion(args) -> list[dict]:
     from anyprune.testing import quality as q
 
-    train, test = q.load("fashion-mnist")
-    base = q.trained_model("fashion-mnist", train, batch_norm=True)
+    train, test = q.load("fashion_mnist")
+    base = q.trained_model("fashion_mnist", train, batch_norm=True)
     calib = train.x[:1024]
     dense = q.accuracy(base, test)
     rows = [dict(model="Fashion-MNIST CNN", setting="dense", metric="accuracy", value=dense, params=n_params(base))]

@@ -24,6 +24,7 @@ scores are kept. Groups without a calibrated consumer are scored ``None`` (left 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -150,6 +151,7 @@ class CalibratedImportance:
         consumers = [s.module for _, cs in found for s, _, _ in cs]
 
         readers: dict[nn.Module, list[tuple[Any, Any, torch.Tensor]]] = {}
+        count = {id(g): len(cs) for g, cs in found}
         for g, cs in found:
             for s, spec, index in cs:
                 readers.setdefault(s.module, []).append((g, spec, index))
@@ -157,7 +159,7 @@ class CalibratedImportance:
         def on_stats(stats: dict[nn.Module, InputStats], _k: int | None) -> None:
             for module, st in stats.items():
                 for g, spec, index in readers.get(module, []):  # one consumer at a time: its inverse is reused
-                    partial[id(g)] += self._cost(module, spec, st, index, g.size)
+                    partial[id(g)] += self._cost(module, spec, st, index, g.size, sole=count[id(g)] == 1)
                     seen.add(id(g))
 
         seen: set[int] = set()
@@ -169,8 +171,8 @@ class CalibratedImportance:
                 self._scores[a] = (g.size, partial[id(g)])
 
     # --------------------------------------------------------------- scoring
-    def _cost(self, module: nn.Module, spec: Any, stats: InputStats, index: torch.Tensor, size: int
-              ) -> torch.Tensor:
+    def _cost(self, module: nn.Module, spec: Any, stats: InputStats, index: torch.Tensor, size: int,
+              sole: bool = False) -> torch.Tensor:
         weight = getattr(module, "weight")
         bias = getattr(module, "bias", None)
         key = (module, id(stats), weight._version, tuple(weight.shape),
@@ -187,10 +189,10 @@ class CalibratedImportance:
             hit = self._weights[key] = (w, b)
             while len(self._weights) > 4:  # a few consumers at a time (with what subclasses derive from them)
                 self._weights.pop(next(iter(self._weights)))
-        return self.consumer_cost(hit[0], hit[1], stats, index, size)
+        return self.consumer_cost(hit[0], hit[1], stats, index, size, sole=sole)
 
     def consumer_cost(self, weight: torch.Tensor, bias: torch.Tensor | None, stats: InputStats,
-                      index: torch.Tensor, size: int) -> torch.Tensor:
+                      index: torch.Tensor, size: int, sole: bool = False) -> torch.Tensor:
         """Per-unit score contribution of one consumer (``[size]`` float64).
 
         Args:
@@ -199,6 +201,7 @@ class CalibratedImportance:
             stats: the consumer's input statistics.
             index: unit of each feature (``-1`` outside the group).
             size: number of units.
+            sole: this consumer is the group's only one (its score is the group's score).
         """
         raise NotImplementedError
 
@@ -216,10 +219,11 @@ class CalibratedImportance:
         elif self._stats:
             total = torch.zeros(group.size, dtype=torch.float64)
             found = False
-            for s, spec, index in consumer_slices(group):
+            readers = consumer_slices(group)
+            for s, spec, index in readers:
                 st = self._stats.get(s.module)
                 if st is not None:
-                    total += self._cost(s.module, spec, st, index, group.size)
+                    total += self._cost(s.module, spec, st, index, group.size, sole=len(readers) == 1)
                     found = True
             if not found:
                 return None
@@ -251,7 +255,7 @@ class WandaSPImportance(CalibratedImportance):
     def __init__(self, normalizer: Normalizer | Callable | None = "mean", **kwargs: Any) -> None:
         super().__init__(normalizer=normalizer, **kwargs)
 
-    def consumer_cost(self, weight, bias, stats, index, size):
+    def consumer_cost(self, weight, bias, stats, index, size, sole=False):
         rms = stats.gram.diagonal().div(max(stats.rows, 1)).clamp_min(0).sqrt()
         return _per_unit(weight.abs().sum(0) * rms, index, size)
 
@@ -263,7 +267,7 @@ class FluctuationImportance(CalibratedImportance):
     def __init__(self, normalizer: Normalizer | Callable | None = "mean", **kwargs: Any) -> None:
         super().__init__(normalizer=normalizer, **kwargs)
 
-    def consumer_cost(self, weight, bias, stats, index, size):
+    def consumer_cost(self, weight, bias, stats, index, size, sole=False):
         return _per_unit(weight.square().sum(0) * stats.variance, index, size)
 
 
@@ -325,16 +329,22 @@ class OBSImportance(CalibratedImportance):
         damp: Tikhonov damping relative to the mean diagonal of ``H`` (0.01 as in SparseGPT).
         relative: divide by the consumer's output energy (comparable across layers); ``False`` keeps the
             absolute squared error per row.
+        greedy_steps: for a group read by one consumer (an MLP's down projection, heads' output projection),
+            remove units greedily in this many rounds, updating the kept weights and the inverse Gram matrix after
+            each (as SlimGPT / ZipLM do), and score units by the order of removal; ``0``: the one-shot costs.
         normalizer: see :class:`CalibratedImportance` (default ``None``: the costs already compare).
     """
 
-    def __init__(self, damp: float = 0.01, relative: bool = True,
+    def __init__(self, damp: float = 0.01, relative: bool = True, greedy_steps: int = 0,
                  normalizer: Normalizer | Callable | None = None, **kwargs: Any) -> None:
         if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not 0 <= damp < 1e3:
             raise ConfigError(f"damp must be a number >= 0 (e.g. 0.01), got {damp!r}")
+        if isinstance(greedy_steps, bool) or not isinstance(greedy_steps, int) or greedy_steps < 0:
+            raise ConfigError(f"greedy_steps must be an int >= 0 (0: one-shot costs), got {greedy_steps!r}")
         super().__init__(normalizer=normalizer, **kwargs)
         self.damp = float(damp)
         self.relative = bool(relative)
+        self.greedy_steps = greedy_steps
 
     def reset(self) -> None:
         super().reset()
@@ -353,10 +363,13 @@ class OBSImportance(CalibratedImportance):
                 self._cache.pop(next(iter(self._cache)))
         return hit[2], hit[3], hit[4]
 
-    def consumer_cost(self, weight, bias, stats, index, size):
+    def consumer_cost(self, weight, bias, stats, index, size, sole=False):
         hinv, gram_w, energy = self._prepared(weight, bias, stats)
         units = _units(index, size)
-        if isinstance(units, torch.Tensor):
+        if self.greedy_steps and sole and isinstance(units, torch.Tensor) and size > 1:
+            w, _ = augmented(weight, bias, stats)
+            cost = self._greedy(w, hinv, units)
+        elif isinstance(units, torch.Tensor):
             if units.shape[1] == 1:
                 p = units[:, 0]
                 cost = gram_w.diagonal()[p] / hinv.diagonal()[p]
@@ -372,3 +385,36 @@ class OBSImportance(CalibratedImportance):
         if self.relative:
             cost = cost / energy
         return cost
+
+    def _greedy(self, w: torch.Tensor, hinv: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+        """Scores from greedy removal with optimal updates: units go ``ceil(U / greedy_steps)`` at a time, the
+        cheapest first, and after each removal the kept weights and the inverse Gram matrix are updated (OBS);
+        a unit's score is the largest marginal cost met up to its removal (so scores follow the removal order,
+        and the ``n`` lowest are the first ``n`` removed)."""
+        size, m = units.shape
+        w, hinv = w.clone(), hinv.clone()
+        alive = torch.ones(size, dtype=torch.bool)
+        scores = torch.empty(size, dtype=torch.float64)
+        chunk = max(1, math.ceil(size / self.greedy_steps))
+        level = 0.0
+        while int(alive.sum()) > 1:
+            idx = alive.nonzero().flatten()
+            p = units[idx]  # [A, m]
+            if m == 1:
+                cost = w[:, p[:, 0]].square().sum(0) / hinv.diagonal()[p[:, 0]]
+            else:
+                wp = w[:, p]  # [O, A, m]
+                ww = torch.einsum("oam,oan->amn", wp, wp)
+                cost = (ww * _spd_inverse(hinv[p[:, :, None], p[:, None, :]])).sum((1, 2))
+            order = cost.argsort()[: min(chunk, idx.numel() - 1)]
+            for j in order.tolist():
+                level = max(level, float(cost[j]))
+                scores[idx[j]] = level
+            feats = p[order].flatten()
+            inv = _spd_inverse(hinv[feats][:, feats])
+            rows = hinv[feats]  # [k, F]
+            w -= (w[:, feats] @ inv) @ rows
+            hinv -= rows.t() @ inv @ rows
+            alive[idx[order]] = False
+        scores[alive] = 2 * level + 1e-12 if level > 0 else 1.0
+        return scores

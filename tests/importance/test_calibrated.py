@@ -199,3 +199,41 @@ def test_group_without_calibrated_consumer_is_left_alone():
     lonely = [g for g in dg.groups() if not consumer_slices(g)]
     assert lonely
     assert all(imp(g) is None for g in lonely)
+
+
+def test_greedy_obs_follows_the_brute_force_greedy_least_squares_order():
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).double()
+    data = torch.randn(300, 5, dtype=torch.float64)
+    imp = tp.importance.OBSImportance(damp=0.0, greedy_steps=100)  # one unit per round
+    imp.calibrate(model, [data])
+    dg = tp.DependencyGraph().build_dependency(model, data[:1])
+    scores = imp(_group_of(dg, "0"))
+    x = torch.tanh(model[0](data)).detach()
+    w, b = model[2].weight.detach(), model[2].bias.detach()
+    removed: list[int] = []
+    marginal: list[float] = []
+    before = 0.0
+    for _ in range(6):  # greedily remove the unit whose removal (with a least-squares re-fit) costs least
+        errs = {u: _ls_relative_error(x, w, b, torch.tensor([*removed, u])) for u in range(7) if u not in removed}
+        u = min(errs, key=errs.get)
+        removed.append(u)
+        marginal.append(errs[u] - before)
+        before = errs[u]
+    assert scores.argsort()[:6].tolist() == removed
+    torch.testing.assert_close(scores[removed], torch.tensor(marginal, dtype=torch.float64).cummax(0).values,
+                               rtol=1e-6, atol=1e-12)
+    assert float(scores.max()) > float(scores[removed].max())  # the last unit is never the cheapest
+
+
+def test_greedy_obs_in_rounds_scores_every_unit_and_keeps_multi_consumer_groups_one_shot():
+    model = _TwoReaders().double()
+    data = torch.randn(200, 4, dtype=torch.float64)
+    greedy = tp.importance.OBSImportance(damp=0.0, greedy_steps=2)
+    plain = tp.importance.OBSImportance(damp=0.0)
+    greedy.calibrate(model, [data])
+    plain.calibrate(model, [data])
+    dg = tp.DependencyGraph().build_dependency(model, data[:1])
+    g = _group_of(dg, "up")  # two consumers: the one-shot costs
+    torch.testing.assert_close(greedy(g), plain(g))
+    with pytest.raises(tp.ConfigError, match="greedy_steps"):
+        tp.importance.OBSImportance(greedy_steps=-1)

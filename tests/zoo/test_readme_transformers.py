@@ -30,3 +30,23 @@ def test_readme_llama_example():
     assert (model.config.num_attention_heads, model.config.hidden_size, model.config.head_dim) == (2, 128, 16)
     fresh = LlamaForCausalLM(model.config)
     fresh.load_state_dict(model.state_dict(), strict=True)
+
+
+def test_readme_calibration_example():
+    """The README's calibration snippet, run as written (extracted from README.md)."""
+    import re
+    from pathlib import Path
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("### Calibration and reconstruction"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    torch.manual_seed(0)
+    scope = {"tp": tp, "torch": torch, "LlamaConfig": LlamaConfig, "LlamaForCausalLM": LlamaForCausalLM}
+    exec(code, scope)
+    model, data = scope["model"], scope["data"]
+    assert (model.config.intermediate_size, model.config.hidden_size) == (409, 204)  # 20% of every group
+    assert all(layer.mlp.down_proj.weight.shape == (204, 409) for layer in model.model.layers)
+    with torch.no_grad():
+        assert torch.isfinite(model(data[:2]).logits).all()

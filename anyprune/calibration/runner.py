@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TraceError
 from ..trace.recorder import run_model
 
 __all__ = ["calibration_batches", "find_blocks", "BlockRunner", "progress"]
@@ -59,6 +59,18 @@ def calibration_batches(data: Any, batch_size: int = 8) -> list[Any]:
     if not batches:
         raise ConfigError("calibration data is empty; give at least one batch of example inputs")
     return batches
+
+
+def run_batch(model: nn.Module, batch: Any, forward_fn: Callable | None, j: int = 0) -> Any:
+    """Run ``model`` on one calibration batch; a failure becomes a :class:`~anyprune.TraceError` saying which."""
+    try:
+        return run_model(model, batch, forward_fn)
+    except _Stop:
+        raise
+    except Exception as err:
+        raise TraceError(f"the model failed on calibration batch {j}: {type(err).__name__}: {err}. Calibration "
+                         "batches are passed to the model like example_inputs (a tensor as one argument, a tuple "
+                         "unpacked, a dict as keywords); pass forward_fn=lambda model, batch: ... otherwise") from err
 
 
 def progress(iterable: Iterable, total: int, desc: str, enabled: bool) -> Iterable:
@@ -160,7 +172,7 @@ class BlockRunner:
             handles.append(b.register_forward_hook(post, with_kwargs=True))
         try:
             with torch.no_grad():
-                run_model(model, batch, forward_fn)
+                run_batch(model, batch, forward_fn)
         finally:
             for h in handles:
                 h.remove()
@@ -180,9 +192,10 @@ class BlockRunner:
 
         h = self.blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
         try:
-            for batch in progress(self.batches, len(self.batches), "calibration: inputs", show_progress):
+            for j, batch in enumerate(progress(self.batches, len(self.batches), "calibration: inputs",
+                                               show_progress)):
                 with contextlib.suppress(_Stop):
-                    run_model(self.model, batch, self.forward_fn)
+                    run_batch(self.model, batch, self.forward_fn, j)
         finally:
             h.remove()
         if len(self._inputs) != len(self.batches):
@@ -235,7 +248,7 @@ class BlockRunner:
                 if on_batch is not None:
                     on_batch()
                 current[0] = self._outputs[j]
-                run_model(self.model, batch, self.forward_fn)
+                run_batch(self.model, batch, self.forward_fn, j)
         finally:
             for b, f in zip(self.blocks, own):
                 del b.__dict__["forward"]
@@ -283,9 +296,9 @@ def stream_statistics(model: nn.Module, batches: list[Any], consumers: Iterable[
         chain = None
     if not chain:
         with StatsCollector(consumers, max_features) as col:
-            for batch in progress(batches, len(batches), "calibration", show_progress):
+            for j, batch in enumerate(progress(batches, len(batches), "calibration", show_progress)):
                 col.new_batch()
-                run_model(model, batch, forward_fn)
+                run_batch(model, batch, forward_fn, j)
         on_stats(col.stats, None)
         return
     where = module_block(chain, model)

@@ -9,9 +9,8 @@ import torch
 from torch import nn
 
 from ..calibration import calibration_batches
-from ..calibration.runner import progress
+from ..calibration.runner import progress, run_batch
 from ..errors import ConfigError
-from ..trace.recorder import run_model
 
 __all__ = ["reestimate_batchnorm"]
 
@@ -62,8 +61,8 @@ def reestimate_batchnorm(model: nn.Module, data: Any, forward_fn: Callable | Non
             m.momentum = None  # cumulative moving average: the mean over the batches
             m.train()
         with torch.no_grad():
-            for batch in progress(batches, len(batches), "batch-norm statistics", show_progress):
-                run_model(model, batch, forward_fn)
+            for j, batch in enumerate(progress(batches, len(batches), "batch-norm statistics", show_progress)):
+                run_batch(model, batch, forward_fn, j)
         ok = True
     finally:
         for m, (momentum, mean, var, count) in zip(bns, saved):

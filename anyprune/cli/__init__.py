@@ -134,17 +134,9 @@ def _fmt(n: float | None, unit: str = "") -> str:
 # ------------------------------------------------------------------ commands
 def _inspect(args) -> int:
     from ..report import group_summary, pinned_summary
-    from .models import calibration_data, load_model
+    from .models import load_model
 
     loaded = load_model(args.model, args.input_size)
-    calibration = None
-    if args.calibration is not None:
-        calibration = calibration_data(loaded, args.calibration, args.input_size, args.calibration_seq_len,
-                                       args.calibration_samples)
-    if args.importance is None:
-        args.importance = "obs" if calibration is not None else "l2"
-    if args.importance in ("obs", "wanda_sp", "fluctuation") and calibration is None:
-        raise ConfigError(f"--importance {args.importance} needs --calibration (a text file or an image folder)")
     t0 = time.perf_counter()
     dg = _graph(loaded)
     groups = dg.groups(root_module_types=None) if args.all else dg.groups()

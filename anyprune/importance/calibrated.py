@@ -331,11 +331,12 @@ class OBSImportance(CalibratedImportance):
             absolute squared error per row.
         greedy_steps: for a group read by one consumer (an MLP's down projection, heads' output projection),
             remove units greedily in this many rounds, updating the kept weights and the inverse Gram matrix after
-            each (as SlimGPT / ZipLM do), and score units by the order of removal; ``0``: the one-shot costs.
+            each (as SlimGPT / ZipLM do), and score units by the order of removal; ``0``: the one-shot costs
+            below.
         normalizer: see :class:`CalibratedImportance` (default ``None``: the costs already compare).
     """
 
-    def __init__(self, damp: float = 0.01, relative: bool = True, greedy_steps: int = 0,
+    def __init__(self, damp: float = 0.01, relative: bool = True, greedy_steps: int = 32,
                  normalizer: Normalizer | Callable | None = None, **kwargs: Any) -> None:
         if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not 0 <= damp < 1e3:
             raise ConfigError(f"damp must be a number >= 0 (e.g. 0.01), got {damp!r}")

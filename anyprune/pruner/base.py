@@ -180,7 +180,7 @@ class MetaPruner:
         reconstruct: bool = False,
         sequential: bool = True,
         calibration_batch_size: int = 8,
-        reconstruction_damp: float = 0.01,
+        reconstruction_damp: float = 0.1,
     ) -> None:
         if ch_sparsity is not None:
             warnings.warn("ch_sparsity is deprecated; use pruning_ratio (same meaning)", FutureWarning,

@@ -51,7 +51,7 @@ def _block_of(group: Any, where: dict[nn.Module, int]) -> int | None:
 
 
 def prune_and_reconstruct(model: nn.Module, plans: list[tuple[Any, torch.Tensor]], batches: list[Any], *,
-                          forward_fn: Callable | None = None, sequential: bool = True, damp: float = 0.01,
+                          forward_fn: Callable | None = None, sequential: bool = True, damp: float = 0.1,
                           max_features: int = 8192, batchnorm: bool | None = None,
                           show_progress: bool = False) -> ReconstructionReport:
     """Prune ``plans`` (``(group, indices)`` pairs) and re-fit every consumer of the removed units.

@@ -19,7 +19,7 @@ __all__ = ["Reconstructor", "least_squares_refit"]
 
 
 def least_squares_refit(weight: torch.Tensor, bias: torch.Tensor | None, stats: InputStats,
-                        kept: torch.Tensor, damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor | None]:
+                        kept: torch.Tensor, damp: float = 0.1) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The kept columns (and bias) that best reproduce ``weight @ x + bias`` from the kept features.
 
     Minimises ``E||W x + b - W' x_K - b'||^2 + l ||W' - W_K||^2`` over the calibration rows, with
@@ -108,7 +108,7 @@ class Reconstructor:
         True
     """
 
-    def __init__(self, damp: float = 0.01) -> None:
+    def __init__(self, damp: float = 0.1) -> None:
         if isinstance(damp, bool) or not isinstance(damp, (int, float)) or damp < 0:
             raise ConfigError(f"damp must be a number >= 0 (e.g. 0.01), got {damp!r}")
         self.damp = float(damp)

@@ -33,7 +33,7 @@ def _group_of(dg, module_fqn: str):
 def test_obs_cost_is_the_least_squares_error_of_removing_one_unit():
     model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)).double()
     data = torch.randn(300, 5, dtype=torch.float64)
-    imp = tp.importance.OBSImportance(damp=0.0)
+    imp = tp.importance.OBSImportance(damp=0.0, greedy_steps=0)
     imp.calibrate(model, [data])
     dg = tp.DependencyGraph().build_dependency(model, data[:1])
     g = _group_of(dg, "0")
@@ -47,7 +47,7 @@ def test_obs_cost_is_the_least_squares_error_of_removing_one_unit():
 def test_obs_cost_of_a_conv_channel_covers_its_whole_patch():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 5, 3, padding=1)).double()
     data = torch.randn(6, 3, 7, 7, dtype=torch.float64)
-    imp = tp.importance.OBSImportance(damp=0.0)
+    imp = tp.importance.OBSImportance(damp=0.0, greedy_steps=0)
     imp.calibrate(model, [data])
     dg = tp.DependencyGraph().build_dependency(model, data[:1])
     scores = imp(_group_of(dg, "0"))
@@ -73,7 +73,7 @@ class _TwoReaders(nn.Module):
 def test_obs_sums_the_relative_costs_of_every_consumer():
     model = _TwoReaders().double()
     data = torch.randn(200, 4, dtype=torch.float64)
-    imp = tp.importance.OBSImportance(damp=0.0)
+    imp = tp.importance.OBSImportance(damp=0.0, greedy_steps=0)
     imp.calibrate(model, [data])
     dg = tp.DependencyGraph().build_dependency(model, data[:1])
     g = _group_of(dg, "up")
@@ -107,7 +107,7 @@ class _Heads(nn.Module):
 def test_obs_heads_and_head_dim_remove_the_right_feature_blocks(shape, units):
     model = _Heads(shape).double()
     data = torch.randn(40, 5, 4, dtype=torch.float64)
-    imp = tp.importance.OBSImportance(damp=0.0)
+    imp = tp.importance.OBSImportance(damp=0.0, greedy_steps=0)
     imp.calibrate(model, [data])
     dg = tp.DependencyGraph().build_dependency(model, data[:1])
     (g,) = [g for g in dg.groups() if any(s.module_name == "o" and s.dim == 1 for s in g.slices)]
@@ -229,7 +229,7 @@ def test_greedy_obs_in_rounds_scores_every_unit_and_keeps_multi_consumer_groups_
     model = _TwoReaders().double()
     data = torch.randn(200, 4, dtype=torch.float64)
     greedy = tp.importance.OBSImportance(damp=0.0, greedy_steps=2)
-    plain = tp.importance.OBSImportance(damp=0.0)
+    plain = tp.importance.OBSImportance(damp=0.0, greedy_steps=0)
     greedy.calibrate(model, [data])
     plain.calibrate(model, [data])
     dg = tp.DependencyGraph().build_dependency(model, data[:1])

@@ -155,8 +155,7 @@ def smollm2(args) -> list[dict]:
         ours(f"MLP -{r:.0%}", pruning_ratio=r, prune_head_dims=False)
         if peer is not None:
             theirs(f"MLP -{r:.0%}", r)
-    ours("-20% of all parameters (MLP, head_dim)", target_params=0.8, prune_head_dims=True, global_pruning=True,
-         max_pruning_ratio=0.75)
+    ours("-20% of all parameters (MLP, head_dim)", target_params=0.8, prune_head_dims=True)
     if peer is not None:  # the same parameter count from the MLPs alone (torch-pruning's Llama head_dim pruning
         # needs hand-written head settings)
         removed = rows[0]["params"] - rows[-1]["params"]
@@ -227,19 +226,22 @@ def mobilenet(args) -> list[dict]:
                  params=n_params(base))]
     settings = [("-5% channels, L2 (criterion check)", 0.05, None), ("-30% channels, round_to 8", 0.3, 8)]
     for setting, r, round_to in settings:
-        m = copy.deepcopy(base)
-        if r == 0.05:
-            tp.pruner.MetaPruner(m, calib[:1], importance=tp.importance.GroupMagnitudeImportance(p=2),
-                                 pruning_ratio=r, ignored_layers=[m.classifier[1]]).step()
-            who = "anyprune L2 magnitude"
-        else:
-            tp.pruner.MetaPruner(m, calib[:1], importance=tp.importance.OBSImportance(), pruning_ratio=r,
-                                 round_to=round_to, ignored_layers=[m.classifier[1]], calibration=batches,
-                                 reconstruct=True).step()
-            who = "anyprune OBS + reconstruction"
-        rows.append(dict(model="MobileNetV2 (ImageNet)", setting=setting, who=who, metric="top-1 agreement",
-                         value=rv.top1_agreement(m, reference, evaluation), params=n_params(m)))
-        print(rows[-1], flush=True)
+        variants = [False] if r == 0.05 else [False, True]
+        for global_pruning in variants:
+            m = copy.deepcopy(base)
+            if r == 0.05:
+                tp.pruner.MetaPruner(m, calib[:1], importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                     pruning_ratio=r, ignored_layers=[m.classifier[1]]).step()
+                who = "anyprune L2 magnitude"
+            else:
+                tp.pruner.MetaPruner(m, calib[:1], importance=tp.importance.OBSImportance(), pruning_ratio=r,
+                                     round_to=round_to, ignored_layers=[m.classifier[1]], calibration=batches,
+                                     reconstruct=True, global_pruning=global_pruning,
+                                     max_pruning_ratio=0.6 if global_pruning else 1.0).step()
+                who = "anyprune OBS + reconstruction" + (", global (cap 0.6)" if global_pruning else ", uniform")
+            rows.append(dict(model="MobileNetV2 (ImageNet)", setting=setting, who=who, metric="top-1 agreement",
+                             value=rv.top1_agreement(m, reference, evaluation), params=n_params(m)))
+            print(rows[-1], flush=True)
         if peer is not None:
             m = copy.deepcopy(base)
             if r == 0.05:
@@ -271,12 +273,15 @@ def fashion(args) -> list[dict]:
     calib = train.x[:1024]
     dense = q.accuracy(base, test)
     rows = [dict(model="Fashion-MNIST CNN", setting="dense", metric="accuracy", value=dense, params=n_params(base))]
-    m = copy.deepcopy(base)
-    tp.pruner.MetaPruner(m, calib[:1], importance=tp.importance.OBSImportance(), pruning_ratio=0.5,
-                         ignored_layers=[m.fc], calibration=list(calib.split(256)), reconstruct=True).step()
-    rows.append(dict(model="Fashion-MNIST CNN", setting="-50% channels", who="anyprune OBS + reconstruction",
-                     metric="accuracy", value=q.accuracy(m, test), params=n_params(m)))
-    print(rows[-1], flush=True)
+    for global_pruning in (False, True):
+        m = copy.deepcopy(base)
+        tp.pruner.MetaPruner(m, calib[:1], importance=tp.importance.OBSImportance(), pruning_ratio=0.5,
+                             ignored_layers=[m.fc], calibration=list(calib.split(256)), reconstruct=True,
+                             global_pruning=global_pruning, max_pruning_ratio=0.75 if global_pruning else 1.0).step()
+        who = "anyprune OBS + reconstruction" + (", global (cap 0.75)" if global_pruning else ", uniform")
+        rows.append(dict(model="Fashion-MNIST CNN", setting="-50% channels", who=who, metric="accuracy",
+                         value=q.accuracy(m, test), params=n_params(m)))
+        print(rows[-1], flush=True)
     if peer is not None:
         m = copy.deepcopy(base)
 
@@ -335,11 +340,13 @@ calibration=data, reconstruct=True)`: units are ranked by the structured optimal
 output error of each consumer after removing the unit and re-fitting the kept weights), then removed, and every
 consumer of the removed units is re-fitted by damped least squares on the calibration Gram matrix, one block at a
 time where the model is a chain of blocks (decoder layers), so that each block is re-fitted on the outputs of the
-already pruned blocks before it. *torch-pruning Taylor* is torch-pruning's `TaylorImportance` on the gradients of
+already pruned blocks before it. *uniform*: every group loses the same fraction; *global*: one ranking of all
+units on the calibrated costs (`global_pruning=True`) with `max_pruning_ratio` as the cap per group, so layers lose
+different fractions. *torch-pruning Taylor* is torch-pruning's `TaylorImportance` on the gradients of
 the same calibration data, restricted to the same groups (interactive steps). SmolLM2-135M: {args.calib_seqs} × 256
 tokens of *Pride and Prejudice* for calibration, perplexity on 8 × 256 tokens of *Persuasion*; MLP rows keep
-head_dim; the *all parameters* row prunes MLP channels and head_dim (rotary pairs) under `target_params=0.8` with
-global ranking (`max_pruning_ratio=0.75`), and torch-pruning removes the same number of parameters from the MLPs
+head_dim; the *all parameters* row prunes MLP channels and head_dim (rotary pairs) under `target_params=0.8`
+(uniform ratio searched for the budget), and torch-pruning removes the same number of parameters from the MLPs
 alone; its time and peak are the whole `MetaPruner(...)` + `step()` (calibration, scoring, pruning and
 reconstruction) and the process's resident-memory growth during it. all-MiniLM-L6-v2: FFN channels only (attention
 modules ignored); 256 sentences of *Emma* for calibration, mean cosine of the sentence embeddings (mean pooling,

@@ -231,3 +231,16 @@ def test_prune_and_reconstruct_magnitude_plans_on_a_plain_mlp():
     assert rep.blocks == 0
     assert model[2].weight.shape == (8, 8)
     assert float((model(data) - dense).square().mean()) < float(dense.square().mean())
+
+
+def test_reconstructed_cnn_round_trips_through_save_pruned(tmp_path):
+    model = _BNNet().eval()
+    data = [torch.randn(8, 3, 8, 8) for _ in range(3)]
+    tp.pruner.MetaPruner(model, data[0][:1], importance=tp.importance.OBSImportance(), pruning_ratio=0.5,
+                         ignored_layers=[model.head], calibration=data, reconstruct=True).step()
+    tp.save_pruned(model, tmp_path / "pruned")
+    fresh = _BNNet().eval()
+    tp.load_pruned(fresh, tmp_path / "pruned")
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)

@@ -7,7 +7,20 @@ the Torch-Pruning (DepGraph) API.
 
 from __future__ import annotations
 
-from . import calibration, dims, errors, functional, importance, integrations, io, pruner, report, trace, utils
+from . import (
+    calibration,
+    dims,
+    errors,
+    functional,
+    importance,
+    integrations,
+    io,
+    pruner,
+    reconstruction,
+    report,
+    trace,
+    utils,
+)
 from .apply.verify import VerifyResult, verify_forward, verify_group
 from .depgraph import DependencyGraph
 from .dims.rules import register_dim_rule
@@ -88,6 +101,7 @@ __all__ = [
     "prune_prelu_in_channels",
     "prune_prelu_out_channels",
     "pruner",
+    "reconstruction",
     "register_dim_rule",
     "register_module_updater",
     "report",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -263,10 +263,6 @@ def module_block(blocks: list[nn.Module] | None, model: nn.Module) -> dict[nn.Mo
         for m in b.modules():
             out[m] = k
     return out
-
-
-def iter_batches(batches: list[Any], desc: str, show_progress: bool) -> Iterator[Any]:
-    yield from progress(batches, len(batches), desc, show_progress)
 
 
 def stream_statistics(model: nn.Module, batches: list[Any], consumers: Iterable[nn.Module], *,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import weakref
 from collections.abc import Iterable
 from typing import Any
@@ -15,7 +14,6 @@ from .consumers import ConsumerSpec, consumer_spec, input_features
 
 __all__ = ["InputStats", "StatsCollector"]
 
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(eq=False)

@@ -23,7 +23,6 @@ scores are kept. Groups without a calibrated consumer are scored ``None`` (left 
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -46,7 +45,6 @@ from .base import Normalizer, _one_atom, check_group, check_normalizer, normaliz
 __all__ = ["CalibratedImportance", "WandaSPImportance", "FluctuationImportance", "OBSImportance",
            "consumer_slices"]
 
-log = logging.getLogger(__name__)
 
 
 def consumer_slices(group: Any) -> list[tuple[Any, Any, torch.Tensor]]:

@@ -141,8 +141,13 @@ def smollm2(args) -> list[dict]:
                 lm_loss(model, calib[i:i + 4]).backward()
 
         t = time.perf_counter()
-        peer_taylor(m, calib[:1, :32], loss, ratio=ratio, keep_root=lambda mod: id(mod) in mlp,
-                    ignored=[m.lm_head])
+        try:
+            peer_taylor(m, calib[:1, :32], loss, ratio=ratio, keep_root=lambda mod: id(mod) in mlp,
+                        ignored=[m.lm_head], output_transform=lambda o: o.logits)
+        except Exception as err:  # report the peer's failure as a row
+            rows.append(dict(model="SmolLM2-135M", setting=setting, who="torch-pruning Taylor", metric="perplexity",
+                             value=float("inf"), params=n_params(base), shape=f"error: {type(err).__name__}: {err}"))
+            return
         seconds = time.perf_counter() - t
         ppl = perplexity(m, evaluation, 4)
         rows.append(dict(model="SmolLM2-135M", setting=setting, who="torch-pruning Taylor", metric="perplexity",
@@ -385,7 +390,7 @@ def main() -> None:
     print(text)
     if not args.no_write:
         write_section(text, START, END)
-    if any(math.isnan(r["value"]) for v in results.values() for r in v["rows"]):
+    if any(math.isnan(r["value"]) for v in results.values() for r in v["rows"] if "error" not in r.get("shape", "")):
         raise SystemExit("a result is NaN")
 
 

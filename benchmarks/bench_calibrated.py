@@ -372,7 +372,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--calib-seqs", type=int, default=32)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--no-peer", action="store_true", help="skip torch-pruning")
     args = parser.parse_args()
+    if args.no_peer:
+        global peer
+        peer = None
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     results = json.loads(CACHE.read_text()) if CACHE.exists() else {}

@@ -56,6 +56,7 @@ try:
     import torch_pruning as peer
 except ImportError:  # the peer is an optional benchmark dependency
     peer = None
+PEER_VERSION = getattr(peer, "__version__", "not installed")
 
 
 class PeakRSS:
@@ -320,15 +321,16 @@ def fmt(row: dict) -> str:
         extra.append(f"{row['seconds']:.0f} s")
     if row.get("peak_mb") is not None:
         extra.append(f"peak +{row['peak_mb']:.0f} MB (model {row['model_mb']:.0f} MB)")
+    params = f"{row['params'] / 1e6:.2f}M" if row["params"] >= 1e6 else f"{row['params']:,}"
     return (f"| {row['model']} | {row['setting']} | {row.get('who', '—')} | {row['metric']} | {value} | "
-            f"{row['params'] / 1e6:.2f}M | {'; '.join(extra)} |")
+            f"{params} | {'; '.join(extra)} |")
 
 
 def section(results: dict, args) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [fmt(r) for name in MODELS if name in results for r in results[name]["rows"]]
     when = ", ".join(f"{name} {results[name]['when']}" for name in MODELS if name in results)
-    peer_version = getattr(peer, "__version__", "not installed")
+    peer_version = PEER_VERSION
     return f"""{START}
 ## Calibrated pruning on real models (no fine-tuning)
 
@@ -380,7 +382,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     results = json.loads(CACHE.read_text()) if CACHE.exists() else {}
-    for name in args.only.split(","):
+    for name in filter(None, args.only.split(",")):  # --only "": re-render the cached results
         if name not in MODELS:
             raise SystemExit(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
         torch.manual_seed(0)

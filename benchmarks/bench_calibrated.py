@@ -162,6 +162,7 @@ def smollm2(args) -> list[dict]:
         if peer is not None:
             theirs(f"MLP -{r:.0%}", r)
     ours("-20% of all parameters (MLP, head_dim)", target_params=0.8, prune_head_dims=True)
+    ours("-20% of all parameters (MLP only)", target_params=0.8, prune_head_dims=False)
     if peer is not None:  # the same parameter count from the MLPs alone (torch-pruning's Llama head_dim pruning
         # needs hand-written head settings)
         removed = rows[0]["params"] - rows[-1]["params"]
@@ -364,6 +365,15 @@ the dense model's classes as labels) and top-1 agreement with the dense model on
 `gcompris-qt-data`); the 5% row compares
 the two libraries' L2 magnitude criteria. Fashion-MNIST CNN (`anyprune.testing.quality`, batch norm): 1,024
 training images for calibration, accuracy on the 10,000 test images.
+
+Reading the table: on every model the calibrated criterion with reconstruction keeps far more of the dense model
+than torch-pruning's best criterion at the same size, without any fine-tuning (the sentence encoder keeps an
+embedding cosine above 0.93 with half of its FFN gone). On the LLM, MLP channels are cheap to remove and head_dim
+(rotary pairs) is not: the *all parameters* row, which takes a quarter of every head_dim, is several times worse
+than removing the same number of parameters from the MLPs alone. On the CNNs the allocation matters as much as the
+criterion: with the same criterion and reconstruction, one global ranking (`global_pruning=True` with a cap) keeps
+ten times the agreement of uniform pruning on MobileNetV2. torch-pruning's Taylor rows for SmolLM2 are not in this
+table: its graph build, gradients and step on this model did not finish within 14 minutes on this machine.
 {END}
 """
 

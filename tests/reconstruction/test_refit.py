@@ -99,7 +99,6 @@ def test_sequential_equals_one_pass_when_one_block_is_pruned(layer):
         _prune(m, ids, seq, ratio_dict={m.model.layers[layer].mlp: 0.5}, ratio=0.0)
     a, b = models
     assert a.model.layers[layer].mlp.down_proj.weight.shape == (32, 24)
-    assert a.config.pruned_layers if hasattr(a.config, "pruned_layers") else True
     for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-11, msg=n)
     dense = base(ids).logits

@@ -284,18 +284,24 @@ def augmented(weight: torch.Tensor, bias: torch.Tensor | None, stats: InputStats
     return torch.cat([weight, bias[:, None]], 1), ha
 
 
-def damped_inverse(h: torch.Tensor, damp: float) -> torch.Tensor:
-    """``(H + damp * mean(diag H) * I)^-1`` by Cholesky; the damping grows until the factorisation succeeds."""
+def damped_cholesky(h: torch.Tensor, damp: float) -> tuple[torch.Tensor, float]:
+    """Cholesky factor of ``H + l I`` with ``l = damp * mean(diag H)``, and ``l``; the damping grows until the
+    factorisation succeeds."""
     scale = float(h.diagonal().mean().clamp_min(1e-12))
     eye = torch.eye(h.shape[0], dtype=h.dtype)
     d = damp
     for _ in range(12):
         chol, info = torch.linalg.cholesky_ex(h + (d * scale) * eye)
         if int(info) == 0:
-            return torch.cholesky_inverse(chol)
+            return chol, d * scale
         d = max(d * 10, 1e-8)
     raise PruningError("the calibration Gram matrix is not positive definite even with strong damping; give "
                        "more calibration data")
+
+
+def damped_inverse(h: torch.Tensor, damp: float) -> torch.Tensor:
+    """``(H + damp * mean(diag H) * I)^-1`` (see :func:`damped_cholesky`)."""
+    return torch.cholesky_inverse(damped_cholesky(h, damp)[0])
 
 
 def _spd_inverse(a: torch.Tensor) -> torch.Tensor:

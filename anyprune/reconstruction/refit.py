@@ -13,7 +13,7 @@ from ..calibration import InputStats, consumer_spec, weight_matrix, write_weight
 from ..calibration.consumers import ConsumerSpec
 from ..errors import ConfigError, PruningError
 from ..groups.group import ParamSlice
-from ..importance.calibrated import augmented
+from ..importance.calibrated import augmented, damped_cholesky
 
 __all__ = ["Reconstructor", "least_squares_refit"]
 
@@ -51,23 +51,14 @@ def least_squares_refit(weight: torch.Tensor, bias: torch.Tensor | None, stats: 
     n = stats.features
     cols = kept if bias is None else torch.cat([kept, torch.tensor([n])])
     a = h[cols][:, cols]
-    scale = float(a.diagonal().mean().clamp_min(1e-12))
-    eye = torch.eye(a.shape[0], dtype=a.dtype)
-    base = w @ h[:, cols]  # [outputs, kept]
-    d = damp
-    for _ in range(12):
-        chol, info = torch.linalg.cholesky_ex(a + (d * scale) * eye)
-        if int(info) == 0:
-            # damped normal equations of W (H + l I): the damping pulls the kept weights towards their dense
-            # values (W_K' = W_K + W_R H_RK (H_KK + l I)^-1), not towards zero
-            rhs = (base + (d * scale) * w[:, cols]).t()
-            sol = torch.cholesky_solve(rhs, chol).t()
-            if bias is None:
-                return sol, None
-            return sol[:, :-1], sol[:, -1]
-        d = max(d * 10, 1e-8)
-    raise PruningError("the calibration Gram matrix is not positive definite even with strong damping; give more "
-                       "calibration data")
+    chol, lam = damped_cholesky(a, damp)
+    # damped normal equations of W (H + l I): the damping pulls the kept weights towards their dense values
+    # (W_K' = W_K + W_R H_RK (H_KK + l I)^-1), not towards zero
+    rhs = (w @ h[:, cols] + lam * w[:, cols]).t()  # [kept, outputs]
+    sol = torch.cholesky_solve(rhs, chol).t()
+    if bias is None:
+        return sol, None
+    return sol[:, :-1], sol[:, -1]
 
 
 @dataclasses.dataclass(eq=False)

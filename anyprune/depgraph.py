@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -23,7 +24,7 @@ from .functional import PruningFunction, handler_for, prune_parameter_out_channe
 from .groups.group import Dependency, Group, GroupIndex, LeafSlice, Node, ParamSlice
 from .integrations.registry import extra_root_types, managed_types
 from .trace.opgraph import OpGraph
-from .trace.recorder import paused_gc, trace
+from .trace.recorder import paused_gc, raised_at, trace
 
 __all__ = ["DependencyGraph", "DEFAULT_ROOT_TYPES"]
 
@@ -57,6 +58,7 @@ class DependencyGraph:
         self._producers: dict[int, list[nn.Module]] = {}
         self._module_outputs: dict[nn.Module, list[tuple]] = {}
         self._example: tuple[Any, Callable | None, Callable | None] | None = None
+        self._step: tuple[Transaction, list[Callable[[], None]]] | None = None
 
     # ------------------------------------------------------------ state
     @staticmethod
@@ -474,9 +476,17 @@ class DependencyGraph:
         root = group.root
         root_positions = table.removal_mask(root.layout, removed).nonzero().flatten().tolist() \
             if record_history else []
-        with Transaction() as tx:
+        if self._step is None:
+            with Transaction() as tx:
+                apply_removal(table, slices, bindings, removed, tx)
+                self._attrs.apply(counts, tx)
+        else:  # inside transaction(): the edits join it, and so does the graph's bookkeeping
+            tx, undo = self._step
             apply_removal(table, slices, bindings, removed, tx)
             self._attrs.apply(counts, tx)
+            shapes = [(s.value, s.value.shape) for s in slices if isinstance(s, ParamSlice)]
+            n_history = len(self._history)
+            undo.append(lambda: self._undo_prune(counts, shapes, n_history))
         table.shrink(counts)
         for s in slices:
             if isinstance(s, ParamSlice):
@@ -484,6 +494,58 @@ class DependencyGraph:
         if record_history:
             name = root.fqn if isinstance(root, ParamSlice) else root.module_name
             self._history.append((name, getattr(root, "dim", getattr(root, "role", "")), root_positions))
+
+    def _undo_prune(self, counts: dict[int, int], shapes: list, history_len: int) -> None:
+        self.dims.atoms.shrink({a: -k for a, k in counts.items()})
+        for value, shape in shapes:
+            value.shape = shape
+        del self._history[history_len:]
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Make every pruning inside the ``with`` block one all-or-nothing edit.
+
+        If anything raises inside (a group that cannot be pruned, a failed :meth:`verify`, user code,
+        ``KeyboardInterrupt``), the model's parameters and buffers (data and ``.grad``, buffers by value),
+        the module attributes and model configs the pruning wrote, and this graph's sizes and history are
+        all restored exactly, and the exception propagates. Nested blocks join the outermost one.
+
+        Example:
+            >>> import torch, anyprune as tp
+            >>> model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+            >>> dg = tp.DependencyGraph().build_dependency(model, torch.randn(1, 4))
+            >>> try:
+            ...     with dg.transaction():
+            ...         next(iter(dg.groups())).prune([0, 1])
+            ...         raise RuntimeError("changed my mind")
+            ... except RuntimeError:
+            ...     pass
+            >>> model[0].out_features, model[2].weight.shape
+            (6, torch.Size([2, 6]))
+        """
+        self._require_built()
+        if self._step is not None:
+            yield
+            return
+        tx = Transaction()
+        undo: list[Callable[[], None]] = []
+        for m in {id(m): m for m in self.model.modules()}.values():
+            tx.snapshot_module(m, copy_buffers=True, copy_attrs=False)
+            config = getattr(m, "config", None)
+            if config is not None and hasattr(config, "__dict__"):
+                tx.snapshot_object(config)
+        self._step = (tx, undo)
+        try:
+            yield
+        except BaseException:
+            tx.rollback()
+            for f in reversed(undo):
+                f()
+            raise
+        else:
+            tx.commit()
+        finally:
+            self._step = None
 
     def lint(self) -> None:
         """Check the graph against the model: every parameter slice's layout has the tensor's current size.
@@ -518,8 +580,9 @@ class DependencyGraph:
             ops = trace(self.model, example_inputs if given else inputs, forward_fn, transform,
                         leaf_modules=tuple(self.customized_pruners))
         except TraceError as err:
-            where = err.failed_at or "the forward pass"
             cause = err.__cause__
+            line = raised_at(cause) if cause is not None else None
+            where = err.failed_at or (f"the forward pass at {line}" if line else "the forward pass")
             raise VerificationError(f"{where} no longer fits after pruning: {type(cause).__name__}: {cause}") \
                 from err
         shapes = [tuple(v.shape) for v in ops.outputs]
@@ -565,12 +628,16 @@ class DependencyGraph:
                 raise PruningError(f"history step {k}: {name!r} dim {dim!r} is not a prunable dim of this model; "
                                    "replay the history on the same (unpruned) architecture it was recorded on")
             steps.append((k, name, dim, positions, root))
-        for k, name, dim, positions, root in steps:
-            n = self.dims.atoms.size(root.layout)
-            pos = validate_indices(positions, n, f"history step {k} ({name} dim {dim})")
-            removed = self._positions_to_removal(root.layout, pos)
-            group = Group(self, list(removed), self.index.slices_of(list(removed)), root, pos, removed)
-            self._prune_group(group, None)
+        with self.transaction():
+            for k, name, dim, positions, root in steps:
+                n = self.dims.atoms.size(root.layout)
+                pos = validate_indices(positions, n, f"history step {k} ({name} dim {dim})")
+                removed = self._positions_to_removal(root.layout, pos)
+                group = Group(self, list(removed), self.index.slices_of(list(removed)), root, pos, removed)
+                self._prune_group(group, None)
+            if steps:
+                with torch.no_grad():
+                    self.verify()
 
     # ------------------------------------------------------ seed iteration
     def _dependencies(self, group: Group) -> list[tuple[Dependency, list[int]]]:

@@ -165,7 +165,7 @@ def test_default_sdpa_scale_makes_head_dim_approximate():
         def forward(self, x):
             b, n, _ = x.shape
             q, k, v = (p(x).view(b, n, 2, -1).transpose(1, 2) for p in (self.q, self.k, self.v))
-            return self.o(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, 8))
+            return self.o(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1))
 
     dg = tp.DependencyGraph().build_dependency(Plain(), torch.randn(1, 3, 8))
     head_dim = next(g for g in dg.groups() if _per_unit(dg, g, "q.weight", 0) == 2 and g.size == 4)

@@ -55,6 +55,7 @@ class Transaction:
         self._tensors: list[tuple[torch.Tensor, torch.Tensor, Any]] = []
         self._attrs: list[tuple[Any, str, bool, Any]] = []
         self._modules: list[tuple[torch.nn.Module, dict, dict, dict]] = []
+        self._objects: list[tuple[Any, dict]] = []
         self._seen: set[int] = set()
         self.done = False
 
@@ -82,14 +83,30 @@ class Transaction:
         self._attrs.append((obj, name, had, old))
         setattr(obj, name, value)
 
-    def snapshot_module(self, module: torch.nn.Module) -> None:
-        """Save a module's tensors, tensor slots and plain attributes before handing it to user code."""
-        for t in [*module.parameters(recurse=False), *(b for b in module.buffers(recurse=False) if b is not None)]:
+    def snapshot_module(self, module: torch.nn.Module, copy_buffers: bool = False, copy_attrs: bool = True) -> None:
+        """Save a module's tensors, tensor slots and plain attributes before handing it to user code.
+
+        ``copy_buffers``: also save the buffers' values (for code that updates them in place, such as a
+        forward pass in training mode updating batch-norm statistics). ``copy_attrs=False`` keeps the
+        attribute values themselves (shared objects such as a model config keep their identity).
+        """
+        for t in module.parameters(recurse=False):
             if id(t) not in self._seen:
                 self._seen.add(id(t))
                 self._tensors.append((t, t.data, t.grad))
-        attrs = {k: copy.copy(v) for k, v in module.__dict__.items() if k not in _SLOTS}
+        for b in module.buffers(recurse=False):
+            if b is not None and id(b) not in self._seen:
+                self._seen.add(id(b))
+                self._tensors.append((b, b.data.clone() if copy_buffers else b.data, b.grad))
+        attrs = {k: copy.copy(v) if copy_attrs else v for k, v in module.__dict__.items() if k not in _SLOTS}
         self._modules.append((module, attrs, dict(module._parameters), dict(module._buffers)))
+
+    def snapshot_object(self, obj: Any) -> None:
+        """Save a plain object's attributes (deep-copied), e.g. a model config, to restore on rollback."""
+        if id(obj) in self._seen:
+            return
+        self._seen.add(id(obj))
+        self._objects.append((obj, copy.deepcopy(obj.__dict__)))
 
     def rollback(self) -> None:
         if self.done:
@@ -111,6 +128,9 @@ class Transaction:
             module._parameters.update(params)
             module._buffers.clear()
             module._buffers.update(buffers)
+        for obj, state in reversed(self._objects):
+            obj.__dict__.clear()
+            obj.__dict__.update(state)
         self.done = True
 
     def commit(self) -> None:

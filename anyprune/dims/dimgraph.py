@@ -15,6 +15,7 @@ their layouts share atoms. The guarantees:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import warnings
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from torch import nn
 
 from ..errors import UnsupportedOpWarning
 from ..trace.opgraph import Call, OpGraph, Value
+from ..trace.sizes import dims_in, evaluate, expr_of
 from . import rules
 from .layout import AtomTable
 from .rules import QUIET_PIN, PinDims, get_rule
@@ -108,6 +110,22 @@ class RuleContext:
             self.graph.released.append(
                 Released(scope, layout, self.atoms.size(layout), f"{reason} ({self.where})", slot))
 
+    def size_arg(self, layout: tuple, size: Any, reason: str, slot: tuple = ()) -> None:
+        """``size`` is what the code passed for a dim whose layout is ``layout`` (a ``view`` size, a slice bound).
+
+        A size read from a traced tensor (a :class:`~anyprune.trace.sizes.TracedSize`, ``C // h`` with
+        ``C`` from ``x.shape``) is checked, once the graph is built, to follow ``layout`` when any atom it
+        depends on is pruned; the atoms for which it does not are pinned. A plain number is a constant of
+        the code (see :meth:`constant`). ``-1`` follows by definition.
+        """
+        expr = expr_of(size)
+        if expr is not None:
+            self.graph.size_checks.append(
+                (layout, expr, f"the size {int(size)} ({reason}) that {self.where} computes from a tensor's shape",
+                 self.call.scope))
+        elif int(size) != -1 and self.atoms.size(layout) > 1:
+            self.constant(layout, f"size {int(size)} written as a constant in {self.call.name} ({reason})", slot)
+
     def mix(self, layout: tuple, reason: str) -> None:
         self.atoms.mark_mixing(layout, f"{reason} ({self.where})")
 
@@ -144,6 +162,8 @@ class DimGraph:
         self._layouts: dict[int, list] = {}
         self.bindings: list[Binding] = []
         self.released: list[Released] = []
+        # (layout, expression, reason, scope): a size read from traced tensors that must follow the layout
+        self.size_checks: list[tuple[tuple, tuple, str, str | None]] = []
         self.unknown: dict[str, list[str]] = {}
         self.failed_rules: dict[str, str] = {}
         if modules is None:
@@ -183,6 +203,7 @@ class DimGraph:
         rules.vision.register_if_loaded()
         for call in self.ops.calls:
             self._run(call)
+        self._check_sizes()
         for v in self.ops.outputs:
             for lay in self.layouts(v):
                 self.atoms.pin(lay, f"model output {v.name}")
@@ -230,6 +251,46 @@ class DimGraph:
                        for s in v.shape]
             self._layouts[v.index] = lay
 
+    def _check_sizes(self) -> None:
+        """Pin the atoms whose pruning a size read from a tensor would not follow.
+
+        For each recorded size (see :meth:`RuleContext.size_arg`), every unpinned atom of the dim it
+        sizes and of the dims it was read from is shrunk in turn (by one index and by half): if the
+        expression, recomputed from the shrunk dims, no longer equals the shrunk dim, the code would pass
+        a stale size after pruning that atom, so the atom is pinned. Inside the forward of a module with an
+        attribute updater, the atoms of the constants released there are skipped: the numbers in the
+        expression may be the attributes the updater rewrites (``kv_heads * self.n_rep``).
+        """
+        if not self.size_checks:
+            return
+        table = self.atoms
+        values = self.ops.values
+        released: dict[str, set[int]] = {}
+        for r in self.released:
+            released.setdefault(r.scope, set()).update(table.atoms(r.layout))
+        for layout, expr, reason, scope in self.size_checks:
+            trusted = released.get(scope, set()) if scope is not None else set()
+            sources = [(vi, d) for vi, d in dims_in(expr)]
+            src_layouts: dict[tuple[int, int], tuple] = {}
+            for vi, d in sources:
+                lays = self.layouts(values[vi])
+                src_layouts[(vi, d)] = lays[d] if d < len(lays) else table.new(1, "size of a missing dim")
+            candidates = list(table.atoms(layout))
+            for lay in src_layouts.values():
+                candidates.extend(a for a in table.atoms(lay) if a not in candidates)
+            for a in candidates:
+                if table.pin_reason(a) is not None or a in trusted:
+                    continue
+                n = table.atom_size(a)
+                for k in {1, n // 2}:
+                    if not 0 < k < n:
+                        continue
+                    removed = {a: k}
+                    got = evaluate(expr, functools.partial(_size_after, table, src_layouts, removed))
+                    if got != table.size_after(layout, removed):
+                        table.pin(("a", a), f"{reason} would not follow pruning this dim")
+                        break
+
     def _leaf_rule(self, call: Call) -> Callable:
         from .rules.leaf import leaf_module_rule
 
@@ -272,6 +333,10 @@ class DimGraph:
         for v in self.param_values():
             lines.append(f"  {v.name}: [{self.describe(v)}]")
         return "\n".join(lines)
+
+
+def _size_after(table: AtomTable, layouts: dict, removed: dict[int, int], vi: int, d: int) -> int:
+    return table.size_after(layouts[(vi, d)], removed)
 
 
 def build_dim_graph(ops: OpGraph, model: nn.Module | None = None) -> DimGraph:

@@ -35,7 +35,7 @@ from torch import nn
 
 from ..calibration import calibration_batches
 from ..depgraph import DependencyGraph
-from ..errors import AnyPruneWarning, ConfigError, PruningError
+from ..errors import AnyPruneWarning, ConfigError, PruningError, VerificationError
 from ..groups.group import Group, LeafSlice, ParamSlice
 from ..importance.magnitude import GroupMagnitudeImportance
 from ..reconstruction import ReconstructionReport, prune_and_reconstruct
@@ -720,17 +720,28 @@ class MetaPruner:
 
     def _apply(self, plans: list[_Plan]) -> PruneResult:
         n = sum(int(p.indices.numel()) for p in plans)
-        if self.reconstruct and plans:
-            assert self.calibration is not None
-            self.reconstruction.append(prune_and_reconstruct(
-                self.model, [(p.group, p.indices) for p in plans], self.calibration, forward_fn=self.forward_fn,
-                sequential=self.sequential, damp=self.reconstruction_damp))
-        else:
-            for p in plans:
-                p.group.prune(p.indices)
-        if plans:
-            with torch.no_grad():
-                self.DG.verify()  # re-run the example inputs: names any op that no longer fits
+        report = None
+        try:
+            with self.DG.transaction():  # all or nothing: any failure below restores the model exactly
+                if self.reconstruct and plans:
+                    assert self.calibration is not None
+                    report = prune_and_reconstruct(
+                        self.model, [(p.group, p.indices) for p in plans], self.calibration,
+                        forward_fn=self.forward_fn, sequential=self.sequential, damp=self.reconstruction_damp)
+                else:
+                    for p in plans:
+                        p.group.prune(p.indices)
+                if plans:
+                    with torch.no_grad():
+                        self.DG.verify()  # re-run the example inputs: names any op that no longer fits
+        except BaseException as err:
+            self.current_step -= 1
+            if isinstance(err, (PruningError, VerificationError)):
+                raise type(err)(f"{err} The step was undone: the model, its attributes and its config are exactly "
+                                "as they were before step().") from err
+            raise
+        if report is not None:
+            self.reconstruction.append(report)
         result = PruneResult(step=self.current_step, groups_pruned=len(plans), indices_pruned=n,
                              params_before=self.base_params,
                              params_after=sum(p.numel() for p in self.model.parameters()),

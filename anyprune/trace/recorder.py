@@ -27,12 +27,17 @@ from torch.overrides import TorchFunctionMode
 from ..errors import ConfigError, TraceError
 from .opgraph import Call, OpGraph, Value, iter_tensors, map_tensors
 from .shapes import fast_meta_result
+from .sizes import TracedSize, product, traced_shape
 
-__all__ = ["trace", "run_model", "model_failed", "user_source_line", "paused_gc"]
+__all__ = ["trace", "run_model", "model_failed", "user_source_line", "paused_gc", "raised_at"]
 
 log = logging.getLogger(__name__)
 
 _NOT_TENSORS = (int, float, bool, torch.Size, torch.dtype, torch.device, type(None))
+# calls that read a tensor's sizes: their results are handed out as traced sizes (see .sizes)
+_SHAPE_GET = inspect.getattr_static(torch.Tensor, "shape").__get__
+_SIZE_READERS = {_SHAPE_GET: "shape", torch.Tensor.size: "size", torch.Tensor.numel: "numel", torch.numel: "numel",
+                 torch.Tensor.__len__: "len"}
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
@@ -58,6 +63,18 @@ def user_source_line(skip: int = 2) -> str:
             return f"{fname}:{frame.f_lineno}"
         frame = frame.f_back
     return "<unknown>"
+
+
+def raised_at(err: BaseException) -> str | None:
+    """``file:line`` of the innermost frame outside torch and anyprune in ``err``'s traceback."""
+    tb = err.__traceback__
+    where = None
+    while tb is not None:
+        fname = tb.tb_frame.f_code.co_filename
+        if not _internal(fname):
+            where = f"{fname}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
 
 
 def model_failed(model: nn.Module, err: BaseException) -> TraceError:
@@ -135,9 +152,32 @@ class _Recorder(TorchFunctionMode):
                     self.failed_at = f"{func_name(func)} at {user_source_line(2)}"
                 raise
         if self.suspended or (isinstance(out, _NOT_TENSORS) and func is not torch.Tensor.__setitem__):
+            if not self.suspended and type(out) in (int, torch.Size) and args and isinstance(args[0], torch.Tensor):
+                return self.traced_sizes(func, args, kwargs, out)
             return out
         self.record(func, args, kwargs, out)
         return out
+
+    def traced_sizes(self, func: Callable, args: tuple, kwargs: dict, out: Any) -> Any:
+        """Sizes read from a traced tensor, as :class:`~anyprune.trace.sizes.TracedSize` (plain otherwise)."""
+        try:
+            kind = _SIZE_READERS.get(func)
+        except TypeError:  # an unhashable callable
+            return out
+        if kind is None:
+            return out
+        t = args[0]
+        index = self.value_of(t).index
+        if isinstance(out, torch.Size):
+            return traced_shape(out, index)
+        if kind == "numel":
+            return product(t.shape, index)
+        if kind == "len":
+            return TracedSize(out, ("dim", index, 0))
+        d = kwargs.get("dim", args[1] if len(args) > 1 else None)
+        if not isinstance(d, int) or t.ndim == 0:
+            return out
+        return TracedSize(out, ("dim", index, d % t.ndim))
 
     def record(self, func: Callable, args: tuple, kwargs: dict, out: Any, leaf_module: str | None = None) -> None:
         inplace_target = None

@@ -99,7 +99,7 @@ class _Heads(nn.Module):
         b, n, _ = x.shape
         v = self.v(x).view(b, n, *self.shape).transpose(1, 2)
         attn = torch.softmax(v @ v.transpose(-1, -2), -1) @ v
-        return self.o(attn.transpose(1, 2).reshape(b, n, 6))
+        return self.o(attn.transpose(1, 2).reshape(b, n, -1))
 
 
 @pytest.mark.parametrize(("shape", "units"), [((-1, 3), [[0, 1, 2], [3, 4, 5]]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ...trace.sizes import TracedSize
 from ..layout import prod_layouts
 from .registry import PinDims, register_dim_rule, tensor_property
 
@@ -13,11 +14,12 @@ _T = torch.Tensor
 def reshape_layouts(ctx, lays: list, in_shape: tuple, out_shape: tuple, requested: list | None = None) -> list:
     """Layouts of a row-major reshape from ``in_shape`` to ``out_shape``.
 
-    When one dim is split into several (``C -> (G, C // G)``), the sizes the code passed are constants
-    of the code, except at most one that it derives from the tensor's size at run time. ``requested``
-    (the sizes as written, ``-1`` included) tells which one when it holds a ``-1``; otherwise the
-    innermost factor is taken to be the derived one. The other factors are pinned: pruning them would
-    need the code's constant to change.
+    ``requested`` holds the sizes as the code wrote them (``-1`` included), aligned with the output dims,
+    where they are known. Each is checked against the dim it sizes (:meth:`RuleContext.size_arg`): a size
+    read from a tensor's shape must follow the dim when it is pruned, and a constant of the code (a
+    literal, an attribute such as ``self.num_heads``) pins the dim's atoms, unless an attribute updater
+    keeps the attribute in sync. This holds for splits (``C -> (H, D)``), merges (``(H, D) -> C``) and
+    dims that pass through unchanged alike.
     """
     out: list = [None] * len(out_shape)
     i = j = 0
@@ -57,9 +59,11 @@ def reshape_layouts(ctx, lays: list, in_shape: tuple, out_shape: tuple, requeste
         merged = prod_layouts([lays[k] for k in ii])
         for k, lay in zip(jj, ctx.atoms.factor(merged, [out_shape[k] for k in jj], f"reshape at {ctx.call.source}")):
             out[k] = lay
-        if requested is not None and len(ii) == 1 and len(jj) > 1:
-            _pin_literal_factors(ctx, out, jj, out_shape, requested)
     if requested is not None:
+        for j, size in enumerate(requested):
+            if j in created or size is None:
+                continue
+            ctx.size_arg(out[j], size, f"size of dim {j}", ("reshape", n_out, j - n_out))
         for j in created:
             if requested[j] == -1:
                 # the derived factor came out as 1 (view(b, n, -1, d) with one head): its neighbour
@@ -71,35 +75,32 @@ def reshape_layouts(ctx, lays: list, in_shape: tuple, out_shape: tuple, requeste
     return out
 
 
-def _pin_literal_factors(ctx, out: list, jj: list[int], out_shape: tuple, requested: list) -> None:
-    real = [k for k in jj if out_shape[k] > 1]
-    # the -1 is the derived factor even where it comes out as 1 (view(b, n, -1, d) with one head)
-    derived = [k for k in jj if requested[k] == -1]
-    if not real or (not derived and len(real) < 2):
-        return
-    free = derived[0] if derived else real[-1]
-    for k in real:
-        if k != free:
-            ctx.constant(out[k], f"size {out_shape[k]} written as a constant in {ctx.call.name}",
-                         ("reshape", len(out_shape), k - len(out_shape)))
+def _size_entry(s):
+    return s if isinstance(s, TracedSize) else int(s)
 
 
 def _requested_shape(ctx, args: tuple, kwargs: dict, out_ndim: int) -> list | None:
-    """The sizes a view/reshape call was given (``-1`` kept), aligned with the output dims."""
+    """The sizes a view/reshape call was given (``-1`` kept), aligned with the output dims; ``None``
+    marks a dim whose size the call derives itself."""
     func = ctx.call.func
     if func in (_T.unflatten, torch.unflatten):
         dim = kwargs.get("dim", args[0] if args else 0)
         sizes = kwargs.get("sizes", args[1] if len(args) > 1 else ())
         in_ndim = out_ndim - len(sizes) + 1
         d = dim % in_ndim
-        placed: list[int | None] = [None] * d + [int(s) for s in sizes]
+        placed: list = [None] * d + [_size_entry(s) for s in sizes]
         return placed + [None] * (out_ndim - len(placed))
+    if func in (_T.view_as, _T.reshape_as):
+        other = kwargs.get("other", args[0] if args else None)
+        if other is None or not hasattr(other, "index"):
+            return None
+        return [TracedSize(n, ("dim", other.index, j)) for j, n in enumerate(other.shape)]
     if func not in (_T.view, _T.reshape, torch.reshape):
         return None
-    given = kwargs.get("shape", args[0] if len(args) == 1 else args)
+    given = kwargs.get("shape", kwargs.get("size", args[0] if len(args) == 1 else args))
     if isinstance(given, (int, torch.SymInt)):
         given = (given,)
-    sizes_given = [int(s) for s in given]
+    sizes_given = [_size_entry(s) for s in given]
     return sizes_given if len(sizes_given) == out_ndim else None
 
 

@@ -141,9 +141,10 @@ class DependencyGraph:
                           leaf_modules=tuple(self.customized_pruners), scope_modules=managed_types(model))
         dims = DimGraph(self.ops, model, modules={n: m for n, m in self._module_names_list})
         dims.leaf_pruners = dict(self.customized_pruners)
-        dims.run_rules()
+        dims.run_rules(check_sizes=False)
         self._dims = dims
         self._attrs = AttributeSync(model, self._module_names_list, dims)
+        dims.check_sizes()  # after the updaters' couplings: sizes they keep equal move together
         self._example = (example_inputs, forward_fn, output_transform)
         self._collect_module_outputs()
         for m in ignored:

@@ -199,11 +199,14 @@ class DimGraph:
         return [v for v in self.ops.values if v.kind in ("param", "buffer") and v.index in self._layouts]
 
     # ------------------------------------------------------------ build
-    def run_rules(self) -> None:
+    def run_rules(self, check_sizes: bool = True) -> None:
+        """Run the rule of every call. ``check_sizes=False`` leaves :meth:`check_sizes` to the caller (to run
+        once couplings declared outside the trace, such as attribute updaters', are in the table)."""
         rules.vision.register_if_loaded()
         for call in self.ops.calls:
             self._run(call)
-        self._check_sizes()
+        if check_sizes:
+            self.check_sizes()
         for v in self.ops.outputs:
             for lay in self.layouts(v):
                 self.atoms.pin(lay, f"model output {v.name}")
@@ -251,7 +254,7 @@ class DimGraph:
                        for s in v.shape]
             self._layouts[v.index] = lay
 
-    def _check_sizes(self) -> None:
+    def check_sizes(self) -> None:
         """Pin the atoms whose pruning a size read from a tensor would not follow.
 
         For each recorded size (see :meth:`RuleContext.size_arg`), every unpinned atom of the dim it

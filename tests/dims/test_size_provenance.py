@@ -211,3 +211,55 @@ def test_sizes_read_in_a_trace_carry_their_expression():
     assert evaluate(numel._anyprune_expr, lambda v, d: sizes[d]) == 100
     assert copy.deepcopy(c) == c
     assert type(copy.deepcopy(c)) is int
+
+
+class Halves(nn.Module):
+    """GLU / rotate_half: a projection cut into halves, with the cut written in several ways."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.up, self.down = nn.Linear(4, 12), nn.Linear(6, 4)
+
+    def forward(self, x):
+        y = self.up(x)
+        h = y.shape[-1] // 2
+        if self.how == "split_traced":
+            a, b = y.split(h, -1)
+        elif self.how == "split_literal":
+            a, b = y.split(6, -1)
+        elif self.how == "sections_traced":
+            a, b = y.split([h, y.shape[-1] - h], -1)
+        elif self.how == "slice_traced":
+            a, b = y[..., :h], y[..., h:]
+        elif self.how == "slice_literal":
+            a, b = y[..., :6], y[..., 6:]
+        else:
+            a, b = y.chunk(2, -1)
+        return self.down(a * torch.sigmoid(b))
+
+
+@pytest.mark.parametrize(("how", "prunable"), [("split_traced", True), ("split_literal", False),
+                                               ("sections_traced", True), ("slice_traced", True),
+                                               ("slice_literal", False), ("chunk", True)])
+def test_halves_follow_only_when_the_cut_is_computed_from_the_shape(how, prunable):
+    groups = _check_every_group(Halves(how), torch.randn(3, 4))
+    assert [g.size for g in groups] == ([6] if prunable else [])
+
+
+def test_an_expand_size_read_from_a_shape_follows_the_heads_it_is_unified_with():
+    class RepeatKV(nn.Module):  # k/v heads repeated to the query's head count, read from q's shape
+        def __init__(self) -> None:
+            super().__init__()
+            self.q, self.k, self.o = nn.Linear(8, 16), nn.Linear(8, 8), nn.Linear(16, 8)
+
+        def forward(self, x):
+            b, n, _ = x.shape
+            q = self.q(x).view(b, n, -1, 4).transpose(1, 2)
+            k = self.k(x).view(b, n, -1, 4).transpose(1, 2)
+            rep = q.shape[1] // k.shape[1]
+            k = k[:, :, None].expand(b, k.shape[1], rep, n, 4).reshape(b, -1, n, 4)
+            return self.o((q * k).transpose(1, 2).reshape(b, n, -1))
+
+    groups = _check_every_group(RepeatKV(), torch.randn(2, 3, 8))
+    assert groups, "the kv heads (with their query heads) should stay prunable"

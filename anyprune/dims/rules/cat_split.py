@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ...trace.sizes import expr_of
 from ..layout import cat_layouts
 from .registry import register_dim_rule
 
@@ -68,13 +69,29 @@ def chunk(ctx, x, chunks, dim=0) -> None:
 @register_dim_rule(torch.split, _T.split, torch.split_with_sizes, _T.split_with_sizes, torch.tensor_split,
                    _T.tensor_split)
 def split(ctx, x, split_size_or_sections, dim=0) -> None:
-    """Split sizes are constants of the code: the split dim is pinned.
+    """Literal split sizes are constants of the code: the split dim is pinned; sizes computed from a tensor's
+    shape must follow their pieces (checked when the graph is complete).
 
     Inside a module with an attribute updater the sizes are released instead; a split into equal
     pieces (``qkv.split(self.split_size)``) keeps its pieces equal, as the single size requires.
     """
     d = dim % x.ndim
     pieces = _pieces(ctx, x, d)
+    given = [split_size_or_sections] if isinstance(split_size_or_sections, int) else \
+        list(split_size_or_sections) if isinstance(split_size_or_sections, (list, tuple)) else []
+    if given and all(expr_of(s) is not None for s in given) and \
+            ctx.call.func not in (torch.tensor_split, _T.tensor_split):
+        # sizes computed from tensors' shapes (``x.split(x.shape[-1] // 2, -1)``): each must follow its piece
+        if len(given) == 1:
+            sizes = [ctx.atoms.size(p) for p in pieces]
+            if len(set(sizes)) > 1:
+                ctx.pin(ctx.layouts(x)[d], "split into pieces of unequal size")
+                return
+            for p in pieces[1:]:
+                ctx.unify(pieces[0], p)
+        for p, size in zip(pieces, given * len(pieces) if len(given) == 1 else given):
+            ctx.size_arg(p, size, "split size")
+        return
     why = f"split by literal sizes {split_size_or_sections!r}"
     if ctx.call.scope is None or ctx.call.func in (torch.tensor_split, _T.tensor_split):
         ctx.pin(ctx.layouts(x)[d], why)

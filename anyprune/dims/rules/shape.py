@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ...trace.sizes import TracedSize
+from ...trace.sizes import TracedSize, expr_of
 from ..layout import prod_layouts
 from .registry import PinDims, register_dim_rule, tensor_property
 
@@ -169,13 +169,21 @@ def expand(ctx, x, *args, **kwargs) -> None:
     lays = ctx.layouts(x)
     out_shape = ctx.out.shape
     lead = len(out_shape) - x.ndim
+    sizes = kwargs.get("size", args[0] if len(args) == 1 else args)
+    requested = list(sizes) if ctx.call.func in (_T.expand,) and isinstance(sizes, (tuple, list, torch.Size)) \
+        and len(sizes) == len(out_shape) else None
     out = ctx.fresh(out_shape[:lead], pin="dim added by expand")
     for d in range(x.ndim):
         if x.shape[d] == out_shape[lead + d]:
             out.append(lays[d])
         else:
             grown = ctx.new(out_shape[lead + d])
-            ctx.constant(grown, "dim expanded from size 1", ("expand", len(out_shape), lead + d - len(out_shape)))
+            size = requested[lead + d] if requested is not None else None
+            if expr_of(size) is not None:  # read from a tensor's shape: it must follow what it is unified with
+                ctx.size_arg(grown, size, "expanded size")
+            else:
+                ctx.constant(grown, "dim expanded from size 1",
+                             ("expand", len(out_shape), lead + d - len(out_shape)))
             out.append(grown)
     ctx.set_output(out)
 
@@ -199,11 +207,11 @@ def repeat(ctx, x, *sizes) -> None:
 def _slice_layout(ctx, lay, size: int, sl: slice):
     """The layout of ``x[start:stop]`` along a dim of ``size`` whose layout is ``lay``.
 
-    Slice bounds are ints in the trace: a bound inside the dim is taken to be a constant of the code
-    (as split sizes are), so the positions before it are pinned: pruning them would move what the
-    slice selects. The exception is a cut in the middle of an even dim (``x[..., : x.shape[-1] // 2]``,
-    rotate_half, GLU halves): it is taken to follow the tensor's size, and the two halves are unified
-    so that pruning keeps them equal.
+    A literal bound inside the dim is a constant of the code (as split sizes are), so the positions before
+    it are pinned: pruning them would move what the slice selects. The exception is a cut in the middle
+    of an even dim at a bound computed from the tensor's size (``x[..., : x.shape[-1] // 2]``,
+    rotate_half, GLU halves), or written inside a module whose attribute updater keeps it in sync: the
+    two halves are unified so that pruning keeps them equal.
     """
     start, stop, step = sl.indices(size)
     if step == 1 and start == 0 and stop == size:
@@ -213,9 +221,13 @@ def _slice_layout(ctx, lay, size: int, sl: slice):
     if step != 1:
         ctx.pin(lay, f"strided slice {sl}")
         return ctx.new(len(range(start, stop, step)), pin="strided slice")
-    if size % 2 == 0 and (start, stop) in ((0, size // 2), (size // 2, size)):
+    bound_given = sl.stop if start == 0 else sl.start
+    if size % 2 == 0 and (start, stop) in ((0, size // 2), (size // 2, size)) and \
+            (expr_of(bound_given) is not None or ctx.call.scope is not None):
         lo, hi = ctx.atoms.cut(lay, size // 2)
         ctx.unify(lo, hi)
+        if expr_of(bound_given) is not None:
+            ctx.size_arg(lo, bound_given, "slice bound")
         return lo if start == 0 else hi
     bound = stop if stop < size else start
     fixed, _ = ctx.atoms.cut(lay, bound)

@@ -28,7 +28,7 @@ from .trace.recorder import paused_gc, raised_at, trace
 
 __all__ = ["DependencyGraph", "DEFAULT_ROOT_TYPES"]
 
-DEFAULT_ROOT_TYPES: tuple[type, ...] = (nn.modules.conv._ConvNd, nn.Linear)
+DEFAULT_ROOT_TYPES: tuple[type, ...] = (nn.modules.conv._ConvNd, nn.Linear, nn.RNNBase)
 
 _V = TypeVar("_V")
 

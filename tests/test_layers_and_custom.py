@@ -131,7 +131,7 @@ def test_inplace_write_through_a_view_is_pinned():
 
         def forward(self, x):
             h = self.a(x)
-            h[:, :3].add_(self.b(x))
+            h[:, : h.shape[1] // 2].add_(self.b(x))
             return self.c(h)
 
     model = M()

@@ -25,6 +25,14 @@ def window_attention(module: nn.Module, sizes: Sizes) -> dict[str, Any]:
     return {"num_heads": sizes.size("relative_position_bias_table", 1)}
 
 
+def std_conv(module: nn.Module, sizes: Sizes) -> dict[str, Any]:
+    """timm weight-standardised convs (``StdConv2d``, ``ScaledStdConv2d`` and their ``Same`` variants, NF-Nets):
+    the forward reshapes the weight with ``self.out_channels`` before convolving with the result."""
+    return {"out_channels": sizes.size("weight", 0), "in_channels": sizes.size("weight", 1) * module.groups}
+
+
 def register() -> None:
     register_module_updater("timm.layers.attention.Attention", attention)
     register_module_updater("timm.models.swin_transformer.WindowAttention", window_attention)
+    for name in ("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame"):
+        register_module_updater(f"timm.layers.std_conv.{name}", std_conv)

@@ -28,7 +28,8 @@ def count_ops_and_params(model: torch.nn.Module, example_inputs: Any, forward_fn
     the usual MAC convention). Works for models on the ``meta`` device.
 
     Args:
-        model: the model (its ``training`` flags are restored afterwards).
+        model: the model, left untouched: it runs in its current mode, and its ``training`` flags,
+            ``requires_grad`` flags and buffers (batch-norm statistics) are restored afterwards.
         example_inputs: a tensor, a tuple (unpacked), a list (one argument) or a dict (keywords).
         forward_fn: ``forward_fn(model, example_inputs)`` instead of the default call.
         layer_wise: also return ``{module fqn: MACs}`` (each module's total, its children included) and
@@ -47,14 +48,26 @@ def count_ops_and_params(model: torch.nn.Module, example_inputs: Any, forward_fn
         raise ConfigError(f"count_ops_and_params: model must be a torch.nn.Module, got {type(model).__name__}")
     counter = FlopCounterMode(display=False)
     training = {m: m.training for m in model.modules()}
+    # nothing needs gradients here; parameters that require them make the counter's module tracker hook
+    # autograd, which fails on parameters passed straight into a block (CaiT's class token, PiT)
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers() if not b.is_meta]
     try:
+        for p, _ in grads:
+            p.requires_grad_(False)
         with torch.no_grad(), counter:
             run_model(model, example_inputs, forward_fn)
     except Exception as err:
         raise model_failed(model, err) from err
     finally:
+        for p, flag in grads:
+            p.requires_grad_(flag)
         for m, flag in training.items():
             m.training = flag
+        with torch.no_grad():  # a forward in training mode updates batch-norm statistics: put them back
+            for b, saved in buffers:
+                if b.shape == saved.shape:
+                    b.copy_(saved)
     macs, params = counter.get_total_flops() // 2, count_params(model)
     if not layer_wise:
         return macs, params

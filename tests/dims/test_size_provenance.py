@@ -33,7 +33,7 @@ def _check_every_group(model: nn.Module, x: torch.Tensor) -> list:
         g = list(tp.DependencyGraph().build_dependency(m, x).get_all_groups())[k]
         idxs = list(range(max(1, g.size // 3)))
         res = verify_group(g._owner, g, idxs, x)
-        assert res.ok, f"group {k} ({g.root}) broke the model: {res.message}"
+        assert res.ok, f"group {k} ({g.root}) broke the model: {res.details}"
         m(x)  # runs on the real values too
     return groups
 

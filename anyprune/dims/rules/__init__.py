@@ -15,7 +15,19 @@ so most elementwise functions need no registration.
 
 from __future__ import annotations
 
-from . import attention, cat_split, conv, elementwise, linear, norm, pool, reduce, shape, vision  # noqa: F401 - registration
+from . import (  # noqa: F401 - registration
+    attention,
+    cat_split,
+    conv,
+    elementwise,
+    linear,
+    norm,
+    pool,
+    recurrent,
+    reduce,
+    shape,
+    vision,
+)
 from .registry import QUIET_PIN, RULES, PinDims, get_rule, register_dim_rule
 
 __all__ = ["register_dim_rule", "get_rule", "RULES", "QUIET_PIN", "PinDims", "vision"]

@@ -9,6 +9,7 @@ shrinks) and a per-group position can be pruned in every group alike.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..layout import prod_layouts
@@ -73,3 +74,29 @@ def conv_transpose(ctx, input, weight, bias=None, stride=1, padding=0, output_pa
         ctx.bind(mod, "in_channels", [cin])
         if g_lay is not None:
             ctx.bind(mod, "groups", [g_lay])
+
+
+@register_dim_rule(F.unfold)
+def unfold(ctx, input, kernel_size, *args, **kwargs) -> None:
+    """``F.unfold`` (im2col): ``[N, C, H, W] -> [N, C x kernel positions, L]``, channel-major; the kernel
+    positions and the blocks are pinned."""
+    x = ctx.layouts(input)
+    c = input.ndim - 3
+    out = ctx.out.shape
+    k = out[c] // input.shape[c]
+    cols = prod_layouts([x[c], ctx.new(k, pin="kernel positions of unfold")])
+    ctx.set_output([*x[:c], cols, ctx.new(out[-1], pin="blocks of unfold")])
+
+
+@register_dim_rule(F.fold)
+def fold(ctx, input, output_size, kernel_size, *args, **kwargs) -> None:
+    """``F.fold`` (col2im): ``[N, C x kernel positions, L] -> [N, C, H, W]``; the channel factor follows, the
+    kernel positions, blocks and spatial dims are pinned."""
+    x = ctx.layouts(input)
+    c = input.ndim - 2
+    out = ctx.out.shape
+    channels = out[c]
+    ch, k = ctx.atoms.factor(x[c], [channels, input.shape[c] // channels], f"fold at {ctx.call.source}")
+    ctx.pin(k, "kernel positions of fold")
+    ctx.pin(x[-1], "blocks of fold")
+    ctx.set_output([*x[:c], ch, *ctx.fresh(out[c + 1:], pin="spatial dim made by fold")])

@@ -24,11 +24,24 @@ def _per_channel(ctx, input, tensors, module_attr: str | None) -> None:
 @register_dim_rule(F.batch_norm)
 def batch_norm(ctx, input, running_mean, running_var, weight=None, bias=None, *args, **kwargs) -> None:
     _per_channel(ctx, input, [running_mean, running_var, weight, bias], "num_features")
+    training = kwargs.get("training", args[0] if args else False)
+    if training or running_mean is None:  # statistics of this batch: every dim but the channels is averaged over
+        _mix_all_but_channels(ctx, input, "batch_norm with batch statistics")
+
+
+def _mix_all_but_channels(ctx, input, why: str) -> None:
+    lays = ctx.layouts(input)
+    for d, lay in enumerate(lays):
+        if d != 1:
+            ctx.mix(lay, f"averaged over by {why}")
 
 
 @register_dim_rule(F.instance_norm)
 def instance_norm(ctx, input, running_mean=None, running_var=None, weight=None, bias=None, *args, **kwargs) -> None:
     _per_channel(ctx, input, [running_mean, running_var, weight, bias], "num_features")
+    if kwargs.get("use_input_stats", args[0] if args else True):
+        for lay in ctx.layouts(input)[2:]:
+            ctx.mix(lay, "averaged over by instance_norm")
 
 
 @register_dim_rule(F.layer_norm)

@@ -188,6 +188,23 @@ def expand(ctx, x, *args, **kwargs) -> None:
     ctx.set_output(out)
 
 
+@register_dim_rule(_T.repeat_interleave, torch.repeat_interleave)
+def repeat_interleave(ctx, x, repeats, dim=None, **kwargs) -> None:
+    """Each position repeated ``repeats`` times in a row: the out dim is ``dim x repeats`` (row-major), the
+    repeat factor a size the code passed (a constant pins it, a size read from a shape must follow)."""
+    if not isinstance(repeats, int) or dim is None:
+        raise PinDims("repeat_interleave by a tensor of counts or over the flattened tensor")
+    lays = list(ctx.layouts(x))
+    d = dim % x.ndim
+    if int(repeats) == 1:
+        ctx.set_output(lays)
+        return
+    rep = ctx.new(int(repeats))
+    ctx.size_arg(rep, repeats, "repeats", ("repeat_interleave", d - x.ndim))
+    lays[d] = prod_layouts([lays[d], rep])
+    ctx.set_output(lays)
+
+
 @register_dim_rule(_T.repeat)
 def repeat(ctx, x, *sizes) -> None:
     if len(sizes) == 1 and isinstance(sizes[0], (list, tuple, torch.Size)):

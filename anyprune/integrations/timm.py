@@ -28,7 +28,8 @@ def window_attention(module: nn.Module, sizes: Sizes) -> dict[str, Any]:
 def std_conv(module: nn.Module, sizes: Sizes) -> dict[str, Any]:
     """timm weight-standardised convs (``StdConv2d``, ``ScaledStdConv2d`` and their ``Same`` variants, NF-Nets):
     the forward reshapes the weight with ``self.out_channels`` before convolving with the result."""
-    return {"out_channels": sizes.size("weight", 0), "in_channels": sizes.size("weight", 1) * module.groups}
+    groups = int(getattr(module, "groups", 1))
+    return {"out_channels": sizes.size("weight", 0), "in_channels": sizes.size("weight", 1) * groups}
 
 
 def register() -> None:

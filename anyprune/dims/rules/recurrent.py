@@ -13,13 +13,15 @@ pin every dim.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from ..layout import cat_layouts, prod_layouts
 from .registry import PinDims, register_dim_rule
 
-_GATES = {torch.lstm: 4, torch.gru: 3, torch.rnn_tanh: 1, torch.rnn_relu: 1}
+_GATES: dict[Any, int] = {torch.lstm: 4, torch.gru: 3, torch.rnn_tanh: 1, torch.rnn_relu: 1}
 
 
 def _created(v) -> bool:

@@ -210,7 +210,10 @@ def _current_attention(m: nn.Module) -> tuple[int, int, int | None]:
 
 def _hidden_size(model: nn.Module) -> int | None:
     get = getattr(model, "get_input_embeddings", None)
-    emb = get() if callable(get) else None
+    try:
+        emb = get() if callable(get) else None
+    except (NotImplementedError, AttributeError):  # models without input embeddings (ResNet, Wav2Vec2, ...)
+        return None
     if isinstance(emb, nn.Embedding):
         return int(emb.embedding_dim)
     conv = emb if isinstance(emb, nn.Conv2d) else getattr(emb, "projection", None)
@@ -382,8 +385,10 @@ def hf_model(model: nn.Module, sizes: Sizes) -> dict[str, Any]:
         if common != (current if current is not None else implied):
             new[f"config.{attr}"] = common
     hidden = _hidden_size(model)
-    if hidden is not None and getattr(config, "hidden_size", hidden) != hidden:
-        new["config.hidden_size"] = hidden
+    # ALBERT, ELECTRA: the embeddings have their own width (embedding_size), projected to hidden_size
+    field_name = "embedding_size" if isinstance(getattr(config, "embedding_size", None), int) else "hidden_size"
+    if hidden is not None and getattr(config, field_name, hidden) != hidden:
+        new[f"config.{field_name}"] = hidden
     if per_layer or getattr(config, "pruned_layers", None):
         if getattr(config, "pruned_layers", None) != per_layer:
             new["config.pruned_layers"] = per_layer or None

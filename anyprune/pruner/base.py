@@ -504,15 +504,29 @@ class MetaPruner:
                 sig.append((type(s.module).__name__, s.role))
         return tuple(sig)
 
-    def _keep(self, initial: int, current: int, ratio: float, kept: int | None = None) -> int:
-        """How many indices a group keeps: the ratio's target (or ``kept``), capped, at least 1, rounded up."""
+    def _keep(self, initial: int, current: int, ratio: float, kept: int | None = None, unit: int = 1) -> int:
+        """How many indices a group keeps: the ratio's target (or ``kept``), capped, at least 1, rounded up.
+
+        ``round_to`` applies to the layer's width: a group whose unit removes ``unit`` positions of its root
+        dim (a head_dim position removes one position in each of the heads) keeps a multiple of
+        ``round_to / gcd(round_to, unit)`` units, so that the layer keeps a multiple of ``round_to``.
+        """
         if kept is None:
             kept = int(initial * (1.0 - ratio) + 1e-6)
         floor = initial - int(initial * self.max_pruning_ratio + 1e-6)
         kept = max(kept, floor, 1)
         if self.round_to:
-            kept = -(-kept // self.round_to) * self.round_to
+            step = self.round_to // math.gcd(self.round_to, max(1, unit))
+            kept = -(-kept // step) * step
         return min(kept, current)
+
+    def _unit(self, group: Group) -> int:
+        """Positions of the group's root dim that one unit of the group covers."""
+        root = group.root
+        if not self.round_to or not isinstance(root, ParamSlice):
+            return 1
+        idx = self.DG.dims.atoms.index_of(root.layout, group.atoms[0])
+        return max(1, int((idx == 0).sum()))
 
     def _scores(self, group: Group) -> torch.Tensor | None:
         scores = self.importance(group)
@@ -585,7 +599,7 @@ class MetaPruner:
             else:
                 best = min(choices, key=functools.partial(_head_rank, target))
             for k, kj in zip(members, best):
-                kept[k] = self._keep(init[k], cur[k], ratio, kept=min(kj, cur[k]))
+                kept[k] = self._keep(init[k], cur[k], ratio, kept=min(kj, cur[k]), unit=self._unit(scored[k][0]))
         return kept
 
     def _counts(self, scored: list[tuple[Group, float, Any, torch.Tensor]],
@@ -596,8 +610,8 @@ class MetaPruner:
         init = [self._initial.get(g.atoms[0], c) for (g, *_), c in zip(scored, cur)]
         head_kept = self._head_kept(scored, init, cur)
         if not self.global_pruning:
-            return [c - head_kept[k] if k in head_kept else c - self._keep(i, c, r)
-                    for k, ((_, r, _, _), i, c) in enumerate(zip(scored, init, cur))]
+            return [c - head_kept[k] if k in head_kept else c - self._keep(i, c, r, unit=self._unit(g))
+                    for k, ((g, r, _, _), i, c) in enumerate(zip(scored, init, cur))]
         pools: dict[Any, list[int]] = {}
         for k, (_, _, key, _) in enumerate(scored):
             if k not in head_kept:
@@ -619,7 +633,8 @@ class MetaPruner:
                     orders[key] = gid
             chosen = torch.bincount(gid[:n], minlength=len(members)).tolist()
             for j, k in enumerate(members):
-                counts[k] = cur[k] - self._keep(init[k], cur[k], ratio, kept=cur[k] - chosen[j])
+                counts[k] = cur[k] - self._keep(init[k], cur[k], ratio, kept=cur[k] - chosen[j],
+                                                unit=self._unit(scored[k][0]))
         return counts
 
     def _plan(self, step: int) -> list[_Plan]:

@@ -107,6 +107,21 @@ def test_round_to_gives_multiples():
     assert widths(m2) == (11, 22, 16)
 
 
+@pytest.mark.parametrize(("round_to", "width"), [(12, 384), (8, 384), (48, 384), (7, 420)])
+def test_round_to_applies_to_the_layer_width_not_each_head(round_to, width):
+    import torchvision
+
+    torch.manual_seed(0)
+    m = torchvision.models.vit_b_16(num_classes=10).eval()
+    m.encoder.layers = m.encoder.layers[:2]
+    tp.pruner.MetaPruner(m, torch.randn(1, 3, 224, 224), pruning_ratio=0.5, round_to=round_to,
+                         ignored_layers=[m.heads], prune_head_dims=True).step()
+    attn = m.encoder.layers[0].self_attention
+    assert attn.in_proj_weight.shape[0] == 3 * width  # 12 heads of the same head_dim, width a multiple of round_to
+    assert width % round_to == 0
+    assert attn.head_dim * attn.num_heads == width
+
+
 def test_iterative_steps_follow_the_scheduler_and_reach_the_target():
     calls = []
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import register_dim_rule
+from .registry import PinDims, register_dim_rule
 
 
 @register_dim_rule(F.linear)
@@ -79,7 +79,15 @@ def matmul(ctx, a, b, **kwargs) -> None:
 
 
 @register_dim_rule(torch.addmm, torch.Tensor.addmm, torch.baddbmm, torch.Tensor.baddbmm, torch.addbmm)
-def addmm(ctx, input, a, b, **kwargs) -> None:
+def addmm(ctx, *args, **kwargs) -> None:
+    # positional or keyword (``torch.baddbmm(input=bias, batch1=q, batch2=k, beta=…, alpha=…)``, BLOOM)
+    names = ("input", "batch1", "batch2") if "batch1" in kwargs or "batch2" in kwargs else ("input", "mat1", "mat2")
+    if ctx.call.func in (torch.Tensor.addmm, torch.Tensor.baddbmm):
+        names = ("self", *names[1:])
+    given = list(args) + [kwargs[n] for n in names[len(args):] if n in kwargs]
+    if len(given) < 3:
+        raise PinDims(f"{ctx.call.name} called with unexpected arguments")
+    input, a, b = given[:3]
     la, lb = ctx.layouts(a), ctx.layouts(b)
     ctx.unify(la[-1], lb[-2])
     out_l = [*list(la[:-1]), lb[-1]]

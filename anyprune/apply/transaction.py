@@ -34,6 +34,19 @@ def slice_tensor(t: torch.Tensor, dim: int, keep: torch.Tensor) -> torch.Tensor:
     return torch.index_select(src, dim, keep.to(t.device))
 
 
+def _swap_data(t: torch.Tensor, new: torch.Tensor) -> None:
+    """``t.data = new``, also where the shape changes while an autograd graph that used ``t`` is alive.
+
+    A leaf that requires grad keeps its gradient accumulator while any graph holds it, and a later backward
+    would check gradients against the old shape. Autograd drops the accumulator when the data changes type,
+    so a change of shape passes through an empty tensor of another dtype first.
+    """
+    if t.requires_grad and t.shape != new.shape and t.is_leaf:
+        other = torch.float64 if t.dtype != torch.float64 else torch.float32
+        t.data = torch.empty(0, dtype=other, device=t.device)
+    t.data = new
+
+
 class Transaction:
     """Record edits so they can be undone; use as a context manager.
 
@@ -74,7 +87,7 @@ class Transaction:
             self._seen.add(id(t))
             self._tensors.append((t, t.data, t.grad))
         t.grad = None
-        t.data = new
+        _swap_data(t, new)
         t.grad = new_grad
 
     def set_attr(self, obj: Any, name: str, value: Any) -> None:
@@ -113,7 +126,7 @@ class Transaction:
             return
         for t, data, grad in reversed(self._tensors):
             t.grad = None
-            t.data = data
+            _swap_data(t, data)
             t.grad = grad
         for obj, name, had, old in reversed(self._attrs):
             if had:

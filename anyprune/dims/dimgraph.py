@@ -21,16 +21,20 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import UnsupportedOpWarning
 from ..trace.opgraph import Call, OpGraph, Value
-from ..trace.sizes import dims_in, evaluate, expr_of
+from ..trace.sizes import dims_in, evaluate, expr_of, value_exprs
 from . import rules
 from .layout import AtomTable
 from .rules import QUIET_PIN, PinDims, get_rule
 
 __all__ = ["DimGraph", "Binding", "RuleContext", "build_dim_graph"]
+
+_VALUE_MAKERS = {torch.tensor, torch.as_tensor, torch.scalar_tensor, torch.Tensor.new_tensor}
+_FILLERS = {torch.full, torch.full_like, torch.Tensor.new_full, torch.Tensor.fill_}
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +251,7 @@ class DimGraph:
             for v in call.inputs:
                 for lay in self.layouts(v):
                     ctx.pin(lay, reason)
+        self._sizes_as_values(ctx, rule)
         for i, v in enumerate(call.outputs):
             lay = ctx._set.get(i)
             if lay is None:
@@ -293,6 +298,26 @@ class DimGraph:
                     if got != table.size_after(layout, removed):
                         table.pin(("a", a), f"{reason} would not follow pruning this dim")
                         break
+
+    def _sizes_as_values(self, ctx: RuleContext, rule: Callable | None) -> None:
+        """Sizes read from tensors and used as *values* (``torch.tensor(q.size(-1))``, ``scores / d ** 0.5``,
+        a fill value) change when their dims are pruned: those dims are marked mixing (pruning them is
+        approximate, not exact)."""
+        call = ctx.call
+        if call.func in _VALUE_MAKERS:
+            given = [call.args[:1], call.kwargs.get("data")]
+        elif call.func in _FILLERS:
+            given = [call.args[1:2] if call.func is not torch.Tensor.fill_ else call.args[1:],
+                     call.kwargs.get("fill_value"), call.kwargs.get("value")]
+        elif rule is rules.elementwise.broadcast:
+            given = [call.args, call.kwargs]
+        else:
+            return
+        for expr in value_exprs(given):
+            for vi, d in dims_in(expr):
+                lays = self.layouts(self.ops.values[vi])
+                if d < len(lays):
+                    ctx.mix(lays[d], "its size is used as a value (the value changes when it is pruned)")
 
     def _leaf_rule(self, call: Call) -> Callable:
         from .rules.leaf import leaf_module_rule

@@ -13,7 +13,9 @@ Expressions are tuples:
 
 * ``("dim", value_index, d)``: the size of dim ``d`` of a traced value;
 * ``("num", n)``: a plain integer;
-* ``(op, a, b)`` with ``op`` in ``add sub mul floordiv mod``; ``("neg", a)``.
+* ``(op, a, b)`` with ``op`` in ``add sub mul floordiv mod truediv pow``; ``("neg", a)``.
+
+Dividing a traced size or raising it to a power gives a :class:`TracedFloat` (``x.size(-1) ** -0.5``).
 
 :func:`evaluate` recomputes an expression from new dim sizes, which is how the dimension graph checks
 that a size written into a shape op still fits once the dims it was read from are pruned.
@@ -24,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["TracedSize", "evaluate", "expr_of", "dims_in", "traced_shape", "product"]
+__all__ = ["TracedSize", "TracedFloat", "evaluate", "expr_of", "value_exprs", "dims_in", "traced_shape", "product"]
 
 
 def expr_of(n: Any) -> tuple | None:
@@ -32,11 +34,22 @@ def expr_of(n: Any) -> tuple | None:
     return getattr(n, "_anyprune_expr", None) if isinstance(n, TracedSize) else None
 
 
+def value_exprs(obj: Any) -> list[tuple]:
+    """Expressions of the traced numbers (sizes and floats computed from them) nested in ``obj``."""
+    if isinstance(obj, (TracedSize, TracedFloat)):
+        return [obj._anyprune_expr]
+    if isinstance(obj, (list, tuple)):
+        return [e for o in obj for e in value_exprs(o)]
+    if isinstance(obj, dict):
+        return [e for o in obj.values() for e in value_exprs(o)]
+    return []
+
+
 def _operand(x: Any) -> tuple | None:
-    if isinstance(x, TracedSize):
+    if isinstance(x, (TracedSize, TracedFloat)):
         return x._anyprune_expr
-    if isinstance(x, int) and not isinstance(x, bool):
-        return ("num", int(x))
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return ("num", x)
     return None
 
 
@@ -98,11 +111,93 @@ class TracedSize(int):
     def __neg__(self) -> Any:
         return TracedSize(-int(self), ("neg", self._anyprune_expr))
 
+    def __truediv__(self, other: Any) -> Any:
+        return _traced_float(_apply(lambda a, b: a / b, int(self), other), "truediv", self._anyprune_expr,
+                             _operand(other))
+
+    def __rtruediv__(self, other: Any) -> Any:
+        return _traced_float(_apply(lambda a, b: b / a, int(self), other), "truediv", _operand(other),
+                             self._anyprune_expr)
+
+    def __pow__(self, other: Any, mod: Any = None) -> Any:
+        if mod is not None:
+            return int.__pow__(self, other, mod)
+        return _traced_float(_apply(lambda a, b: a ** b, int(self), other), "pow", self._anyprune_expr,
+                             _operand(other))
+
     def __pos__(self) -> Any:
         return self
 
     def __hash__(self) -> int:
         return int.__hash__(self)
+
+
+class TracedFloat(float):
+    """A ``float`` computed from traced sizes (``x.size(-1) ** -0.5``): used as a value, it depends on dims."""
+
+    _anyprune_expr: tuple
+
+    def __new__(cls, value: float, expr: tuple) -> TracedFloat:
+        obj = super().__new__(cls, value)
+        obj._anyprune_expr = expr
+        return obj
+
+    def __repr__(self) -> str:
+        return float.__repr__(self)
+
+    def __reduce__(self):
+        return (float, (float(self),))
+
+    def __hash__(self) -> int:
+        return float.__hash__(self)
+
+    def _op(self, other: Any, op: str, value: Any, swap: bool = False) -> Any:
+        o = _operand(other)
+        if o is None or value is NotImplemented:
+            return value
+        a, b = (o, self._anyprune_expr) if swap else (self._anyprune_expr, o)
+        return _traced_float(value, op, a, b)
+
+    def __mul__(self, other: Any) -> Any:
+        return self._op(other, "mul", _apply(lambda a, b: a * b, float(self), other))
+
+    def __rmul__(self, other: Any) -> Any:
+        return self._op(other, "mul", _apply(lambda a, b: b * a, float(self), other), swap=True)
+
+    def __truediv__(self, other: Any) -> Any:
+        return self._op(other, "truediv", _apply(lambda a, b: a / b, float(self), other))
+
+    def __rtruediv__(self, other: Any) -> Any:
+        return self._op(other, "truediv", _apply(lambda a, b: b / a, float(self), other), swap=True)
+
+    def __add__(self, other: Any) -> Any:
+        return self._op(other, "add", _apply(lambda a, b: a + b, float(self), other))
+
+    def __radd__(self, other: Any) -> Any:
+        return self._op(other, "add", _apply(lambda a, b: b + a, float(self), other), swap=True)
+
+    def __sub__(self, other: Any) -> Any:
+        return self._op(other, "sub", _apply(lambda a, b: a - b, float(self), other))
+
+    def __rsub__(self, other: Any) -> Any:
+        return self._op(other, "sub", _apply(lambda a, b: b - a, float(self), other), swap=True)
+
+    def __pow__(self, other: Any, mod: Any = None) -> Any:
+        return self._op(other, "pow", _apply(lambda a, b: a ** b, float(self), other))
+
+
+def _apply(fn: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
+    if isinstance(b, (TracedSize, TracedFloat)):
+        b = int(b) if isinstance(b, TracedSize) else float(b)
+    if not isinstance(b, (int, float)) or isinstance(b, bool):
+        return NotImplemented
+    return fn(a, b)
+
+
+def _traced_float(value: Any, op: str, a: tuple | None, b: tuple | None) -> Any:
+    if not isinstance(value, float) or a is None or b is None:
+        return value
+    return TracedFloat(value, (op, a, b))
 
 
 def traced_shape(shape, value_index: int):
@@ -141,8 +236,15 @@ def evaluate(expr: tuple, dim_size: Callable[[int, int], int]) -> int | None:
         return a - b
     if kind == "mul":
         return a * b
+    if kind == "pow":
+        try:
+            return a ** b
+        except (ZeroDivisionError, OverflowError):
+            return None
     if b == 0:
         return None
+    if kind == "truediv":
+        return a / b
     if kind == "floordiv":
         return a // b
     return a % b

@@ -263,3 +263,30 @@ def test_an_expand_size_read_from_a_shape_follows_the_heads_it_is_unified_with()
 
     groups = _check_every_group(RepeatKV(), torch.randn(2, 3, 8))
     assert groups, "the kv heads (with their query heads) should stay prunable"
+
+
+@pytest.mark.parametrize(("how", "exact"), [("tensor", False), ("power", False), ("attribute", True)])
+def test_a_size_used_as_a_value_makes_its_dim_approximate(how, exact):
+    class Scaled(nn.Module):  # DeBERTa computes its scale from the tensor's size
+        def __init__(self) -> None:
+            super().__init__()
+            self.q, self.k, self.v, self.o = (nn.Linear(8, 8) for _ in range(4))
+            self.head_dim = 4
+
+        def forward(self, x):
+            b, n, _ = x.shape
+            q, k, v = (p(x).view(b, n, 2, -1).transpose(1, 2) for p in (self.q, self.k, self.v))
+            if how == "tensor":
+                scale = torch.sqrt(torch.tensor(q.size(-1), dtype=torch.float))
+            elif how == "power":
+                scale = q.size(-1) ** 0.5
+            else:
+                scale = self.head_dim ** 0.5
+            attn = torch.softmax(q @ k.transpose(-1, -2) / scale, -1) @ v
+            return self.o(attn.transpose(1, 2).reshape(b, n, -1))
+
+    groups = _check_every_group(Scaled(), torch.randn(1, 3, 8))
+    qk = [g for g in groups if any(s.fqn == "q.weight" for s in g.slices) and g.size == 4]
+    v = [g for g in groups if any(s.fqn == "v.weight" for s in g.slices) and g.size == 4]
+    assert [g.exact for g in qk] == [exact]
+    assert [g.exact for g in v] == [True]

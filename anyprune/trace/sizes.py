@@ -216,7 +216,7 @@ def product(sizes, value_index: int) -> TracedSize:
     return TracedSize(n, expr)
 
 
-def evaluate(expr: tuple, dim_size: Callable[[int, int], int]) -> int | None:
+def evaluate(expr: tuple, dim_size: Callable[[int, int], int]) -> Any:
     """The value of ``expr`` where ``dim_size(value_index, d)`` gives each dim's size (``None`` on a
     division by zero)."""
     kind = expr[0]

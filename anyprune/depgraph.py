@@ -59,6 +59,7 @@ class DependencyGraph:
         self._module_outputs: dict[nn.Module, list[tuple]] = {}
         self._example: tuple[Any, Callable | None, Callable | None] | None = None
         self._step: tuple[Transaction, list[Callable[[], None]]] | None = None
+        self._registered_pruners: dict[type, Any] = {}
 
     # ------------------------------------------------------------ state
     @staticmethod
@@ -129,7 +130,7 @@ class DependencyGraph:
 
     def _build(self, model, example_inputs, forward_fn, output_transform, unwrapped_parameters, customized_pruners,
                ignored_layers) -> None:
-        self.customized_pruners = self._check_pruners(customized_pruners)
+        self.customized_pruners = self._check_pruners({**self._registered_pruners, **(customized_pruners or {})})
         self._check_unwrapped(model, unwrapped_parameters)
         ignored = self._resolve_ignored(model, ignored_layers)
         self._model = model
@@ -595,6 +596,37 @@ class DependencyGraph:
                         "was pruned"
                     )
         return shapes
+
+    def register_customized_layer(self, layer_type: type, layer_pruner: Any) -> None:
+        """Treat layers of ``layer_type`` as opaque, pruned by ``layer_pruner`` (an object with
+        ``prune_out_channels`` / ``prune_in_channels`` / ``get_out_channels`` / ``get_in_channels``, e.g. a
+        :class:`anyprune.function.BasePruningFunc` subclass). Call it before :meth:`build_dependency`; it is the
+        same as passing ``customized_pruners={layer_type: layer_pruner}`` there."""
+        if self._ops is not None:
+            raise ConfigError("register_customized_layer must be called before build_dependency (the graph is built); "
+                              "or pass customized_pruners={LayerType: pruner} to build_dependency")
+        self._check_pruners({layer_type: layer_pruner})
+        self._registered_pruners[layer_type] = layer_pruner
+
+    def get_out_channels(self, module: Any) -> int | None:
+        """The current number of output channels of a layer (``None`` where it has none to prune)."""
+        return self._channels(module, out=True)
+
+    def get_in_channels(self, module: Any) -> int | None:
+        """The current number of input channels of a layer (``None`` where it has none to prune)."""
+        return self._channels(module, out=False)
+
+    def _channels(self, module: Any, out: bool) -> int | None:
+        from .function import pruner_for
+
+        module = getattr(module, "module", module)  # a seed Node
+        custom = next((p for t, p in {**self._registered_pruners, **self.customized_pruners}.items()
+                       if isinstance(module, t)), None)
+        pruner = custom if custom is not None else pruner_for(module)
+        if pruner is None:
+            raise ConfigError(f"no pruner knows the channels of a {type(module).__name__}; register one with "
+                              "register_customized_layer")
+        return pruner.get_out_channels(module) if out else pruner.get_in_channels(module)
 
     def pruning_history(self) -> list[tuple[str, Any, list[int]]]:
         """``(root parameter, dim, positions)`` for every group pruned through this graph, in order; positions

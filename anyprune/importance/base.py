@@ -38,9 +38,9 @@ __all__ = [
     "check_normalizer",
 ]
 
-GroupReduction = Literal["mean", "sum", "max", "prod", "first"]
+GroupReduction = Literal["mean", "sum", "max", "prod", "first", "gate"]
 Normalizer = Literal["mean", "max", "sum", "standarization", "gaussian", "lamp"]
-GROUP_REDUCTIONS: tuple[str, ...] = ("mean", "sum", "max", "prod", "first")
+GROUP_REDUCTIONS: tuple[str, ...] = ("mean", "sum", "max", "prod", "first", "gate")
 NORMALIZERS: tuple[str, ...] = ("mean", "max", "sum", "standarization", "gaussian", "lamp")
 _EPS = 1e-8
 
@@ -77,8 +77,8 @@ def check_p(p: Any, hint: str = "") -> None:
 
 
 def check_group_reduction(value: Any) -> None:
-    if value not in GROUP_REDUCTIONS:
-        raise ConfigError(f"group_reduction must be one of {list(GROUP_REDUCTIONS)}, got {value!r}")
+    if value is not None and value not in GROUP_REDUCTIONS:
+        raise ConfigError(f"group_reduction must be one of {list(GROUP_REDUCTIONS)} or None, got {value!r}")
 
 
 def check_normalizer(value: Any) -> None:
@@ -147,11 +147,17 @@ def per_unit(per_position: torch.Tensor, index: torch.Tensor, size: int) -> torc
     return out.index_add_(0, index[keep], per_position.detach().double().cpu()[keep])
 
 
-def reduce_group(per_slice: list[torch.Tensor], how: GroupReduction | str) -> torch.Tensor:
-    """Combine the per-slice unit scores of a group (``first`` is the root slice's scores)."""
+def reduce_group(per_slice: list[torch.Tensor], how: GroupReduction | str | None) -> torch.Tensor:
+    """Combine the per-slice unit scores of a group: ``first`` is the root slice's scores, ``gate`` the last
+    slice's, ``None`` no reduction (a ``[slices, units]`` tensor, for analysis; pruners need one score per
+    unit)."""
     if how == "first":
         return per_slice[0]
+    if how == "gate":
+        return per_slice[-1]
     stacked = torch.stack(per_slice)
+    if how is None:
+        return stacked
     if how == "mean":
         return stacked.mean(0)
     if how == "sum":

@@ -767,6 +767,16 @@ class MetaPruner:
         self.result = result
         return result
 
+    def pruning_history(self) -> list[tuple[str, Any, list[int]]]:
+        """Every group pruned so far, replayable on an unpruned copy with :meth:`load_pruning_history`
+        (see :meth:`anyprune.DependencyGraph.pruning_history`)."""
+        return self.DG.pruning_history()
+
+    def load_pruning_history(self, history: Any) -> None:
+        """Replay another pruner's :meth:`pruning_history` on this pruner's (unpruned) model, all or
+        nothing (see :meth:`anyprune.DependencyGraph.load_pruning_history`)."""
+        self.DG.load_pruning_history(history)
+
     # -------------------------------------------------------- sparse training
     def update_regularizer(self) -> None:
         """Refresh what :meth:`regularize` acts on (call it at the start of each epoch). No-op here."""

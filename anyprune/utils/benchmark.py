@@ -1,4 +1,4 @@
-"""Latency measurement with ``torch.utils.benchmark`` (synchronises CUDA, reports robust statistics)."""
+"""Latency, throughput and memory of a model (latency with ``torch.utils.benchmark``: synchronised, robust)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import torch
 from ..errors import ConfigError
 from ..trace.recorder import run_model
 
-__all__ = ["measure_latency"]
+__all__ = ["measure_fps", "measure_latency", "measure_memory", "measure_throughput"]
 
 
 def measure_latency(model: torch.nn.Module, example_inputs: Any, repeat: int = 50, warmup: int = 5,
                     run_fn: Callable | None = None, num_threads: int | None = None) -> tuple[float, float]:
-    """Mean and standard deviation, in milliseconds, of one forward pass under ``torch.no_grad()``.
+    """Mean and standard deviation, in milliseconds, of one forward pass under ``torch.no_grad()`` (or of one
+    call of ``run_fn``, which may run a backward pass too).
 
     Each of the ``repeat`` samples is one ``torch.utils.benchmark.Timer.timeit(1)``, which runs the model
     twice untimed (its own warm-up) and once timed, synchronising CUDA around the timed run.
@@ -41,8 +42,11 @@ def measure_latency(model: torch.nn.Module, example_inputs: Any, repeat: int = 5
     from torch.utils import benchmark as _tb  # imported on use: it loads the C++ extension machinery
 
     def once() -> None:
+        if run_fn is not None:  # the caller's function decides about gradients (it may call backward)
+            run_fn(model, example_inputs)
+            return
         with torch.no_grad():
-            run_model(model, example_inputs, run_fn)
+            run_model(model, example_inputs)
 
     for _ in range(warmup):
         once()
@@ -50,3 +54,93 @@ def measure_latency(model: torch.nn.Module, example_inputs: Any, repeat: int = 5
                       num_threads=num_threads if num_threads is not None else torch.get_num_threads())
     times = torch.tensor([timer.timeit(1).raw_times[0] for _ in range(repeat)], dtype=torch.float64)
     return float(times.mean() * 1000), float(times.std(unbiased=False) * 1000)
+
+
+def _batch_size(example_inputs: Any) -> int:
+    from ..trace.opgraph import iter_tensors
+
+    tensors = iter_tensors(example_inputs)
+    return int(tensors[0].shape[0]) if tensors and tensors[0].ndim else 1
+
+
+def measure_fps(model: torch.nn.Module, example_inputs: Any, repeat: int = 50, warmup: int = 5,
+                run_fn: Callable | None = None) -> float:
+    """Forward passes per second (``1000 / mean latency in ms``); see :func:`measure_latency`."""
+    mean, _ = measure_latency(model, example_inputs, repeat=repeat, warmup=warmup, run_fn=run_fn)
+    return 1000.0 / mean
+
+
+def measure_throughput(model: torch.nn.Module, example_inputs: Any, repeat: int = 50, warmup: int = 5,
+                       run_fn: Callable | None = None) -> float:
+    """Samples per second: the batch size (dim 0 of the first input tensor) times :func:`measure_fps`."""
+    return _batch_size(example_inputs) * measure_fps(model, example_inputs, repeat=repeat, warmup=warmup,
+                                                     run_fn=run_fn)
+
+
+def measure_memory(model: torch.nn.Module, example_inputs: Any, device: Any = None,
+                   run_fn: Callable | None = None) -> float:
+    """Peak memory, in MB, of one forward pass (``run_fn(model, inputs)`` instead if given).
+
+    On CUDA: the peak allocated by torch on ``device`` (default: the device of the model's first
+    parameter) during the call, model and inputs included. On CPU: the peak resident memory of the
+    process during the call, above what it held before (Linux ``/proc``; elsewhere the process's peak).
+
+    Example:
+        >>> import torch
+        >>> measure_memory(torch.nn.Linear(8, 4), torch.randn(2, 8)) >= 0
+        True
+    """
+    if device is None:
+        first = next(iter(model.parameters()), None)
+        device = first.device if first is not None else torch.device("cpu")
+    device = torch.device(device)
+
+    def call() -> None:
+        if run_fn is not None:
+            run_fn(model, example_inputs)
+        else:
+            with torch.no_grad():
+                run_model(model, example_inputs)
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        call()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    before = _rss_mb()
+    _reset_peak()
+    call()
+    return max(0.0, _peak_mb() - before)
+
+
+def _status(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _rss_mb() -> float:
+    return _status("VmRSS") or 0.0
+
+
+def _reset_peak() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets the resident high-water mark (VmHWM)
+    except OSError:
+        pass
+
+
+def _peak_mb() -> float:
+    peak = _status("VmHWM")
+    if peak is not None:
+        return peak
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

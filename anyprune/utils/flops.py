@@ -32,8 +32,8 @@ def count_ops_and_params(model: torch.nn.Module, example_inputs: Any, forward_fn
             ``requires_grad`` flags and buffers (batch-norm statistics) are restored afterwards.
         example_inputs: a tensor, a tuple (unpacked), a list (one argument) or a dict (keywords).
         forward_fn: ``forward_fn(model, example_inputs)`` instead of the default call.
-        layer_wise: also return ``{module fqn: MACs}`` (each module's total, its children included) and
-            ``{module fqn: params}`` (its own and its children's).
+        layer_wise: also return ``{module: MACs}`` (each module's total, its children included) and
+            ``{module: params}`` (its own and its children's); both also answer by qualified name.
 
     Returns:
         ``(macs, params)``, or ``(macs, params, layer_macs, layer_params)`` with ``layer_wise=True``.
@@ -79,4 +79,26 @@ def count_ops_and_params(model: torch.nn.Module, example_inputs: Any, forward_fn
         fqn = key[len(root) + 1:] if key.startswith(root + ".") else ("" if key == root else key)
         layer_macs[fqn] = sum(ops.values()) // 2
     layer_params = {name: sum(p.numel() for p in m.parameters()) for name, m in model.named_modules()}
-    return macs, params, layer_macs, layer_params
+    modules = dict(model.named_modules())
+    return (macs, params, ByModule(modules, {modules[n]: v for n, v in layer_macs.items() if n in modules}),
+            ByModule(modules, {modules[n]: v for n, v in layer_params.items()}))
+
+
+class ByModule(dict):
+    """``{module: count}`` (as the seed returns) that also answers by qualified name (``d["layer1.0"]``)."""
+
+    def __init__(self, modules: dict[str, torch.nn.Module], data: dict) -> None:
+        super().__init__(data)
+        self._modules = modules
+
+    def _key(self, key: Any) -> Any:
+        return self._modules.get(key, key) if isinstance(key, str) else key
+
+    def __getitem__(self, key: Any) -> Any:
+        return super().__getitem__(self._key(key))
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(self._key(key))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return super().get(self._key(key), default)

@@ -18,12 +18,12 @@ SEED_FUNCTIONS = [
 def test_all_is_pinned():
     assert len(SEED_FUNCTIONS) == 22
     public = ["DependencyGraph", "pruner", "utils", "register_dim_rule", "register_module_updater", "verify_group",
-              "calibration", "reconstruction"]
+              "calibration", "reconstruction", "function"]
     for name in [*SEED_FUNCTIONS, *public]:
         assert name in anyprune.__all__, name
         assert hasattr(anyprune, name), name
     assert sorted(anyprune.__all__) == sorted(set(anyprune.__all__))
-    assert len(anyprune.__all__) == 55
+    assert len(anyprune.__all__) == 56
 
 
 def test_import_is_lean():

@@ -438,6 +438,52 @@ class DependencyGraph:
         """``list(get_all_groups(**kwargs))``."""
         return list(self.get_all_groups(**kwargs))
 
+    def check_groups(self, groups: Iterable[Group] | None = None) -> list[tuple[Group, str]]:
+        """Try each group and pin those whose pruning breaks the forward pass (a safety net).
+
+        Each group loses half of its units inside :meth:`transaction`, the example inputs are re-traced
+        (:meth:`verify`) and everything is undone. Groups of the same structure (module types, parameter
+        shapes and group size, e.g. the same group in identical layers) are tried once. The atoms of a group
+        that fails are pinned with the error as their reason, so later ``get_all_groups`` calls do not offer
+        it. Returns the failing groups with their errors.
+
+        Args:
+            groups: the groups to try (default: ``get_all_groups()``).
+        """
+        self._require_built()
+        from .errors import AnyPruneError
+
+        class _Undo(Exception):
+            pass
+
+        tried: dict[tuple, str | None] = {}
+        failed: list[tuple[Group, str]] = []
+        for g in list(self.get_all_groups() if groups is None else groups):
+            self._check_group(g, "check_groups")
+            if g.size < 2 or any(self.dims.atoms.pin_reason(a) is not None for a in g.atoms):
+                continue
+            key = (g.size, tuple(sorted((type(s.module).__name__, getattr(s, "attr", ""), getattr(s, "dim", -1),
+                                         tuple(s.tensor.shape) if isinstance(s, ParamSlice) else ())
+                                        for s in g.slices)))
+            if key not in tried:
+                error = None
+                try:
+                    with self.transaction():
+                        g.prune(list(range(g.size // 2)))
+                        with torch.no_grad():
+                            self.verify()
+                        raise _Undo
+                except _Undo:
+                    pass
+                except (AnyPruneError, RuntimeError, ValueError, TypeError, IndexError, AssertionError) as err:
+                    error = f"{type(err).__name__}: {err}"
+                tried[key] = error
+            if tried[key] is not None:
+                for a in g.atoms:
+                    self.dims.atoms.pin(("a", a), f"pruning it breaks the forward pass ({tried[key]})")
+                failed.append((g, str(tried[key])))
+        return failed
+
     def _root_for(self, a: int, types: tuple[type, ...] | None):
         table = self.dims.atoms
         slices = self.index.slices_of([a])

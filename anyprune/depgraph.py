@@ -509,6 +509,7 @@ class DependencyGraph:
 
     # -------------------------------------------------------------- apply
     def _prune_group(self, group: Group, idxs, record_history: bool = True) -> None:
+        group.check_fresh()
         removed = group.removal(idxs)
         if not removed:
             return

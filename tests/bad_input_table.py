@@ -94,6 +94,23 @@ def _mixed_devices() -> Setup:
     return s
 
 
+def _pruned_once() -> Setup:
+    """A group of fixed positions, pruned once (the state the bad call starts from)."""
+    s = Setup()
+    s.stale = s.dg.get_pruning_group(s.model[0], tp.prune_conv_out_channels, idxs=[0, 1])  # type: ignore[attr-defined]
+    s.stale.prune()  # type: ignore[attr-defined]
+    return s
+
+
+def _interactive_pruned_once() -> Setup:
+    """A group from ``step(interactive=True)``, pruned once."""
+    s = Setup()
+    pruner = tp.pruner.MetaPruner(s.model, s.x, pruning_ratio=0.5)
+    s.stale = next(iter(pruner.step(interactive=True)))  # type: ignore[attr-defined]
+    s.stale.prune()  # type: ignore[attr-defined]
+    return s
+
+
 def _prune_first_group(s: Setup) -> tuple:
     params = {n: p for n, p in s.model.named_parameters()}
     s.group.prune(idxs=[0, 5])
@@ -289,6 +306,12 @@ ROWS: list[Row] = [
         tp.PruningError, "Group.prune: indices must be ints, got nan (float)"),
     Row("Group.prune", "bool in idxs", lambda s: s.group.prune(idxs=[True]),
         tp.PruningError, "Group.prune: indices must be ints, got True (bool)"),
+    Row("Group.prune", "the same group of fixed positions pruned twice", lambda s: s.stale.prune(),
+        tp.PruningError, "pruning it again would remove the wrong positions. Get a fresh group",
+        setup=_pruned_once),
+    Row("Group.prune", "a group of an interactive step pruned twice", lambda s: s.stale.prune(),
+        tp.PruningError, "pruning it again would remove the wrong positions. Get a fresh group",
+        setup=_interactive_pruned_once),
     # ------------------------------------------------------------ check_pruning_group
     Row("DependencyGraph.check_pruning_group", "not a group", lambda s: s.dg.check_pruning_group("conv"),
         tp.ConfigError, "check_pruning_group expects a Group (from get_pruning_group or get_all_groups), got str"),

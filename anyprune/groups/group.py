@@ -180,6 +180,9 @@ class Group:
         self._root_positions = root_positions
         self._removed = removed
         self._deps: list[tuple[Dependency, list[int]]] | None = None
+        # the sizes its positions refer to: a group holding positions is stale once its dims change
+        self._sizes = {a: owner.dims.atoms.atom_size(a) for a in self.atoms} \
+            if removed is not None or root_positions is not None else None
 
     # --------------------------------------------------------------- facts
     @property
@@ -236,6 +239,19 @@ class Group:
     @property
     def idxs(self) -> list[int] | None:
         return None if self._root_positions is None else self._root_positions.tolist()
+
+    def check_fresh(self) -> None:
+        """Raise :class:`~anyprune.PruningError` if this group holds positions and its dims changed since it was
+        made (it was pruned already, or another group shrank the same dims)."""
+        if self._sizes is None:
+            return
+        table = self.table
+        if any(table.atom_size(a) != n for a, n in self._sizes.items()):
+            raise PruningError(
+                "this group holds positions of dims that have been pruned since it was made (was it pruned "
+                "already?); pruning it again would remove the wrong positions. Get a fresh group: "
+                "DG.get_pruning_group(layer, fn, idxs) or DG.get_all_groups()"
+            )
 
     def removal(self, idxs=None) -> dict[int, torch.Tensor]:
         """Boolean masks per atom of what pruning ``idxs`` (or the group's own indices) removes.

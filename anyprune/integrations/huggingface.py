@@ -397,18 +397,137 @@ def hf_model(model: nn.Module, sizes: Sizes) -> dict[str, Any]:
 
 
 def config_matches(model: nn.Module) -> bool:
-    """Whether a fresh model built from ``model.config`` has the parameter and buffer shapes of ``model``.
+    """Whether a fresh model built from ``model.config`` has the structure of ``model``: the same parameter and
+    buffer shapes, and the same head counts, head sizes and group counts kept as module attributes.
 
     Built on the meta device (no memory, no initialisation cost); buffers include non-persistent ones such as
     rotary ``inv_freq``. False for models whose config cannot describe the pruned structure (e.g. BERT, GPT-2
     and CLIP derive head_dim from hidden_size, so pruned heads with an unpruned hidden size have no config
     form; Phi-3's config rejects the kept rotary frequencies of a pruned head_dim) or whose layers differ.
     """
-    with torch.device("meta"):
-        fresh = type(model)(copy.deepcopy(model.config))
+    return _mismatches(model, model.config) == []
+
+
+def _int_attrs(model: nn.Module) -> dict[tuple[str, str], int]:
+    """The head counts and sizes modules keep as attributes (``num_heads``, ``head_dim``, ``num_key_value_groups``
+    …): shapes alone do not tell 4 heads of 8 from 2 heads of 16."""
+    out: dict[tuple[str, str], int] = {}
+    for name, m in model.named_modules():
+        for k, v in vars(m).items():
+            if type(v) is int and not k.startswith("_") and ("head" in k or k.endswith("groups")):
+                out[(name, k)] = v
+    return out
+
+
+def _mismatches(model: nn.Module, config: Any) -> list[tuple[Any, int, int]] | None:
+    """``(where, size in the model, size in a model built from config)`` for every shape or int attribute that
+    differs; ``None`` for a config that cannot build the model."""
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fresh = type(model)(copy.deepcopy(config))
+    except Exception:
+        return None
+    out: list[tuple[Any, int, int]] = []
     mine = {k: tuple(v.shape) for k, v in [*model.state_dict().items(), *model.named_buffers()]}
     theirs = {k: tuple(v.shape) for k, v in [*fresh.state_dict().items(), *fresh.named_buffers()]}
-    return mine == theirs
+    if mine.keys() != theirs.keys():
+        out.append(("names", len(mine), len(theirs)))
+    for k in mine.keys() & theirs.keys():
+        a, b = mine[k], theirs[k]
+        if a != b:
+            if len(a) != len(b):
+                out.append((k, len(a), len(b)))
+            out.extend(((k, d), x, y) for d, (x, y) in enumerate(zip(a, b)) if x != y)
+    ma, mb = _int_attrs(model), _int_attrs(fresh)
+    out.extend((k, ma[k], mb[k]) for k in ma.keys() & mb.keys() if ma[k] != mb[k])
+    return out
+
+
+def derive_config(model: nn.Module, max_rounds: int = 6) -> dict[str, Any]:
+    """Config fields whose new values make a model built from the config match ``model`` (see
+    :func:`config_matches`), for any architecture: a greedy search over the config's integer fields and lists
+    of integers (per-stage sizes), each candidate checked by building the model on the meta device. Returns
+    ``{field: value}`` (empty if the config already matches, or if no set of fields it tried matches: then the
+    config cannot describe the model and :func:`anyprune.save_pruned` must be used)."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        return {}
+    current = copy.deepcopy(config)
+    bad = _mismatches(model, current)
+    if bad is None:
+        return {}
+    found: dict[str, Any] = {}
+    for _ in range(max_rounds):
+        if not bad:
+            return found
+        pairs = {(b, a) for _, a, b in bad if isinstance(a, int) and isinstance(b, int) and a > 0 and b > 0}
+        best = None
+        for field, value in _candidates(current, pairs):
+            trial = copy.deepcopy(current)
+            setattr(trial, field, value)
+            left = _mismatches(model, trial)
+            if left is not None and len(left) < len(bad) and (best is None or len(left) < len(best[2])):
+                best = (field, value, left)
+        if best is None:
+            return {}
+        field, value, bad = best
+        setattr(current, field, value)
+        found[field] = value
+    return found if not bad else {}
+
+
+def _candidates(config: Any, pairs: set[tuple[int, int]]) -> list[tuple[str, Any]]:
+    """``(field, value)`` edits worth trying: a field equal to a size built from the config takes the model's
+    size; a field that divides it scales with it (a head count when heads were removed)."""
+    out: list[tuple[str, Any]] = []
+    for field, v in vars(config).items():
+        if field.startswith("_") or field in ("vocab_size", "max_position_embeddings", "num_hidden_layers"):
+            continue
+        if type(v) is int and v > 0:
+            for old, new in pairs:
+                if v == old:
+                    out.append((field, new))
+                elif old % v == 0 and (new * v) % old == 0 and new * v // old > 0:
+                    out.append((field, new * v // old))
+        elif isinstance(v, (list, tuple)) and v and all(type(x) is int for x in v):
+            for old, new in pairs:
+                for i, x in enumerate(v):
+                    if x == old:
+                        edited = list(v)
+                        edited[i] = new
+                        out.append((field, type(v)(edited)))
+    seen: set = set()
+    unique = []
+    for c in out:
+        key = (c[0], repr(c[1]))
+        if key not in seen:
+            seen.add(key)
+            unique.append(c)
+    return unique[:64]
+
+
+def sync_config(model: nn.Module, tx: Any = None) -> bool:
+    """Bring ``model.config`` in line with the pruned model where the attribute tables did not
+    (:func:`derive_config`); writes through ``tx`` (a transaction) when given. Returns whether the config
+    now describes the model; if it cannot, warns that the model must be saved with
+    :func:`anyprune.save_pruned`."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict") or config_matches(model):
+        return True
+    for field, value in derive_config(model).items():
+        if tx is not None:
+            tx.set_attr(config, field, value)
+        else:
+            setattr(config, field, value)
+    if config_matches(model):
+        return True
+    from ..errors import AnyPruneWarning
+
+    warnings.warn(f"{type(config).__name__} cannot describe the pruned {type(model).__name__} (its layers differ or "
+                  "the config has no field for a pruned size), so from_pretrained would rebuild another model: save it "
+                  "with anyprune.save_pruned and reload it with anyprune.load_pruned", AnyPruneWarning, stacklevel=3)
+    return False
 
 
 def _phi3_config(module: nn.Module, sizes: Sizes) -> dict[str, Any]:

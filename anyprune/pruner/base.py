@@ -48,6 +48,11 @@ __all__ = ["MetaPruner", "BasePruner", "PruneResult"]
 _DEFAULT_ROOTS: tuple[type, ...] = (nn.modules.conv._ConvNd, nn.Linear, nn.RNNBase)
 
 
+def _is_hugging_face(model: nn.Module) -> bool:
+    config = getattr(model, "config", None)
+    return type(model).__module__.startswith("transformers.") and hasattr(config, "to_dict")
+
+
 def _user_stacklevel() -> int:
     """The ``stacklevel`` that points a warning at the first caller outside anyprune."""
     frame = sys._getframe(1)
@@ -749,6 +754,10 @@ class MetaPruner:
                 if plans:
                     with torch.no_grad():
                         self.DG.verify()  # re-run the example inputs: names any op that no longer fits
+                    if _is_hugging_face(self.model):
+                        from ..integrations.huggingface import sync_config
+
+                        sync_config(self.model)  # fields the attribute tables do not cover, for any architecture
         except BaseException as err:
             self.current_step -= 1
             if isinstance(err, (PruningError, VerificationError)):

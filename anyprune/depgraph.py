@@ -130,7 +130,9 @@ class DependencyGraph:
 
     def _build(self, model, example_inputs, forward_fn, output_transform, unwrapped_parameters, customized_pruners,
                ignored_layers) -> None:
-        self.customized_pruners = self._check_pruners({**self._registered_pruners, **(customized_pruners or {})})
+        if isinstance(customized_pruners, dict) or customized_pruners is None:
+            customized_pruners = {**self._registered_pruners, **(customized_pruners or {})}
+        self.customized_pruners = self._check_pruners(customized_pruners)
         self._check_unwrapped(model, unwrapped_parameters)
         ignored = self._resolve_ignored(model, ignored_layers)
         self._model = model

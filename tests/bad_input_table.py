@@ -624,7 +624,8 @@ ROWS += [
         tp.ConfigError, "it was saved from another architecture"),
     Row("load_state_dict", "tensors that disagree with the structure record",
         lambda s: tp.load_state_dict(s.model, _shrunk_state(s.model)),
-        tp.ConfigError, "'0.weight': (8, 3, 3, 3) in the state dict, but the structure record says [6, 3, 3, 3]"),
+        tp.ConfigError, "weights and record disagree on '0.weight': (8, 3, 3, 3) float32 in the weights, "
+                        "[6, 3, 3, 3] float32 in the record"),
     Row("state_dict", "model is a str", lambda s: tp.state_dict("model"),
         tp.ConfigError, "state_dict: model must be a torch.nn.Module, got str"),
     # ------------------------------------------------------------ register_module_updater

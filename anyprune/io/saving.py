@@ -94,23 +94,63 @@ def _check_record(record: Any) -> dict[str, Any]:
     return record
 
 
-def _same_kind(old: Any, new: Any) -> bool:
+def _is_int(v: Any) -> bool:
+    return type(v) is int
+
+
+def _fits(old: Any, new: Any) -> bool:
+    """Whether ``new`` can replace attribute value ``old`` after pruning: the same kind (an int stays an int,
+    a tuple keeps its length and element kinds), and a positive size stays between 1 and its original value
+    (pruning only ever shrinks sizes)."""
     if isinstance(old, bool) or isinstance(new, bool):
         return isinstance(old, bool) and isinstance(new, bool)
+    if _is_int(old):
+        return _is_int(new) and (1 <= new <= old if old >= 1 else new == old)
+    if isinstance(old, float):
+        return type(new) in (int, float) and _simple(new)
     if isinstance(old, (tuple, list)):
-        return isinstance(new, (tuple, list))
-    if isinstance(old, (int, float)):
-        return isinstance(new, (int, float)) and not isinstance(new, bool)
+        return isinstance(new, (tuple, list)) and len(new) == len(old) and all(_fits(a, b) for a, b in zip(old, new))
     if old is None:
         return _simple(new) and not isinstance(new, (tuple, list))
     return type(old) is type(new)
 
 
-def _plan(model: nn.Module, record: dict[str, Any]):
-    """Check the record against ``model``; return the changes, raising before anything is modified."""
+def _dtype_kind(dtype: torch.dtype) -> str:
+    if dtype == torch.bool:
+        return "bool"
+    if dtype.is_complex:
+        return "complex"
+    return "float" if dtype.is_floating_point else "int"
+
+
+# config fields a record may change: sizes that pruning shrinks (any existing int field or list of ints, checked
+# like module attributes) and these two, which anyprune writes itself
+_CONFIG_RECORDS = ("pruned_layers", "rope_parameters")
+# sizes a config may leave unset (derived from others) that pruning writes explicitly
+_DERIVED_SIZES = ("head_dim", "intermediate_size", "n_inner", "d_ff", "d_kv", "ffn_hidden_size",
+                  "num_key_value_heads", "embedding_size")
+
+
+class _Plan:
+    """Everything loading will change, checked and built before the first write."""
+
+    def __init__(self) -> None:
+        self.tensors: list[tuple[torch.Tensor, torch.Tensor]] = []  # (model tensor, new data)
+        self.attrs: list[tuple[Any, str, Any]] = []
+        self.configs: list[tuple[nn.Module, Any, dict[str, Any], bool]] = []  # module, config, fields, own copy
+
+
+def _plan(model: nn.Module, record: dict[str, Any], weights: dict[str, Any] | None = None,
+          strict: bool = True) -> _Plan:
+    """Check the record (and ``weights``) against ``model`` and build every new tensor; nothing is modified.
+
+    Raises :class:`ConfigError` naming the first entry that does not fit.
+    """
     modules = dict(model.named_modules())
     tensors = _tensors(model)
-    shapes: list[tuple[torch.Tensor, tuple[int, ...], torch.dtype, str]] = []
+    plan = _Plan()
+    specs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+    owner: dict[int, str] = {}
     for name, spec in record["tensors"].items():
         if not isinstance(spec, dict):
             raise ConfigError(f"structure record: entry for {name!r} must be a mapping")
@@ -118,69 +158,182 @@ def _plan(model: nn.Module, record: dict[str, Any]):
             raise ConfigError(f"the model has no parameter or buffer {name!r}: build the same original "
                               "architecture before loading")
         if "alias" in spec:
-            if tensors.get(spec["alias"]) is not tensors[name]:
-                raise ConfigError(f"{name!r} is tied to {spec['alias']!r} in the file but not in the model")
+            target = spec["alias"]
+            if not isinstance(target, str) or set(spec) != {"alias"}:
+                raise ConfigError(f"structure record: bad alias entry for {name!r}: {spec!r}")
+            target_spec = record["tensors"].get(target)
+            if not isinstance(target_spec, dict) or "alias" in target_spec or tensors.get(target) is not tensors[name]:
+                raise ConfigError(f"{name!r} is tied to {target!r} in the file but not in the model")
             continue
-        shape = spec.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                                  for s in shape):
-            raise ConfigError(f"structure record: bad shape for {name!r}: {shape!r}")
         t = tensors[name]
+        if id(t) in owner:
+            raise ConfigError(f"structure record: {name!r} and {owner[id(t)]!r} are one tied tensor in the model, "
+                              "but the file lists them as two; one must be an alias of the other")
+        owner[id(t)] = name
+        shape = spec.get("shape")
+        if not isinstance(shape, list) or not all(_is_int(s) and s >= 0 for s in shape):
+            raise ConfigError(f"structure record: bad shape for {name!r}: {shape!r}")
         if len(shape) != t.ndim:
             raise ConfigError(f"{name!r} has {t.ndim} dims in the model and {len(shape)} in the file: it was saved "
                               "from another architecture; build the same original architecture before loading")
+        for d, (new, old) in enumerate(zip(shape, t.shape)):
+            if not (1 <= new <= old if old >= 1 else new == old):
+                raise ConfigError(f"structure record: {name!r} dim {d} has size {new}, which pruning cannot give "
+                                  f"(the original has {old}; a pruned dim keeps between 1 and {old})")
         dtype = getattr(torch, str(spec.get("dtype")), None)
         if not isinstance(dtype, torch.dtype):
             raise ConfigError(f"structure record: bad dtype for {name!r}: {spec.get('dtype')!r}")
-        shapes.append((t, tuple(shape), dtype, name))
+        if _dtype_kind(dtype) != _dtype_kind(t.dtype):
+            raise ConfigError(f"structure record: bad dtype for {name!r}: {spec.get('dtype')!r} does not fit the "
+                              f"model's {str(t.dtype).replace('torch.', '')}")
+        specs[name] = (tuple(shape), dtype)
     missing = [n for n in tensors if n not in record["tensors"]]
     if missing:
         raise ConfigError(f"the file has no entry for {missing[:3]} (and {max(0, len(missing) - 3)} more); "
                           "it was saved from another architecture")
+    if weights is not None:
+        for name, (shape, dtype) in specs.items():
+            w = weights.get(name)
+            if not isinstance(w, torch.Tensor):
+                raise ConfigError(f"the weights have no tensor for {name!r}" if w is None else
+                                  f"weights entry {name!r} is a {type(w).__name__}, not a tensor")
+            if tuple(w.shape) != shape or _dtype_kind(w.dtype) != _dtype_kind(dtype):
+                raise ConfigError(f"weights and record disagree on {name!r}: {tuple(w.shape)} "
+                                  f"{str(w.dtype).replace('torch.', '')} in the weights, {list(shape)} "
+                                  f"{str(dtype).replace('torch.', '')} in the record")
+        for name in weights:
+            if name in specs:
+                continue
+            if name in record["tensors"]:
+                raise ConfigError(f"the weights have an entry for {name!r}, a tied alias of "
+                                  f"{record['tensors'][name]['alias']!r}: tied tensors are stored once")
+            if strict:
+                raise ConfigError(f"the weights file has tensors the record does not list: {name!r}")
     attrs: list[tuple[Any, str, Any]] = []
     for mname, values in record["modules"].items():
         m = modules.get(mname)
         if m is None or not isinstance(values, dict):
             raise ConfigError(f"the model has no module {mname!r}")
         for k, v in values.items():
-            if k.startswith("_") or k not in vars(m) or not _simple(v) or not _same_kind(vars(m)[k], v):
+            if not isinstance(k, str) or k.startswith("_") or k not in vars(m) or not _simple(v) or \
+                    not _fits(vars(m)[k], v):
                 raise ConfigError(f"structure record: attribute {k!r} of module {mname!r} cannot be set to {v!r}")
             if isinstance(vars(m)[k], tuple) and isinstance(v, list):
                 v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
-            attrs.append((m, k, v))
-    configs: list[tuple[nn.Module, str, dict[str, Any]]] = []
+            if vars(m)[k] != v:
+                attrs.append((m, k, v))
+    plan.attrs = attrs
+    root_config = getattr(model, "config", None)
     for mname, values in record["configs"].items():
         m = modules.get(mname)
         cfg = vars(m).get("config") if m is not None else None
         if m is None or cfg is None or not hasattr(cfg, "to_dict") or not isinstance(values, dict):
             raise ConfigError(f"structure record: module {mname!r} has no config to update")
-        configs.append((m, mname, values))
-    return shapes, attrs, configs
+        fields = _config_fields(mname, cfg, values)
+        plan.configs.append((m, cfg, fields, mname != "" and cfg is root_config))
+    _check_configs(model, plan)
+    # every new tensor is built (and filled) before anything changes; sizes are bounded by the original's
+    for name, (shape, dtype) in specs.items():
+        t = tensors[name]
+        if weights is not None:
+            new = weights[name].to(device=t.device, dtype=dtype, copy=True)
+        elif tuple(t.shape) != shape or t.dtype != dtype:
+            new = torch.empty(shape, dtype=dtype, device=t.device)
+        else:
+            continue
+        plan.tensors.append((t, new))
+    return plan
+
+
+def _config_fields(mname: str, cfg: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``values`` that change ``cfg``; only sizes pruning changes (and anyprune's own records)."""
+    current = cfg.to_dict()
+    fields: dict[str, Any] = {}
+    where = f"config of module {mname!r}" if mname else "config"
+    for k, v in values.items():
+        if not isinstance(k, str):
+            raise ConfigError(f"structure record: {where} has a non-string key {k!r}")
+        old = current.get(k, getattr(cfg, k, None))
+        if old == v or _as_json(old) == v:  # JSON turns int keys into strings and tuples into lists
+            continue
+        if k in _CONFIG_RECORDS:
+            if not (v is None or isinstance(v, dict)) or not _json_safe(v):
+                raise ConfigError(f"structure record: {where} field {k!r} must be a mapping, got {v!r}")
+        elif old is None and k in _DERIVED_SIZES:
+            if not (_is_int(v) and v >= 1):
+                raise ConfigError(f"structure record: {where} field {k!r} must be a size >= 1, got {v!r}")
+        elif _is_int(old) or (isinstance(old, (list, tuple)) and old and all(_is_int(x) for x in old)):
+            if not _fits(old, v):
+                raise ConfigError(f"structure record: {where} field {k!r} cannot be set to {v!r} (it is "
+                                  f"{old!r}; pruning keeps a size between 1 and the original)")
+            v = list(v) if isinstance(old, list) else tuple(v) if isinstance(old, tuple) else v
+        else:
+            raise ConfigError(f"structure record: {where} field {k!r} cannot be changed by loading (from "
+                              f"{old!r} to {v!r}): only sizes that pruning changes can be")
+        fields[k] = v
+    return fields
+
+
+def _as_json(v: Any) -> Any:
+    try:
+        return json.loads(json.dumps(v))
+    except (TypeError, ValueError, RecursionError):
+        return v
+
+
+def _json_safe(v: Any, depth: int = 0) -> bool:
+    if depth > 20:
+        return False
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _json_safe(x, depth + 1) for k, x in v.items())
+    if isinstance(v, list):
+        return all(_json_safe(x, depth + 1) for x in v)
+    return _simple(v)
+
+
+def _check_configs(model: nn.Module, plan: _Plan) -> None:
+    """A root Hugging Face config with new fields must still build the model (on meta, nothing allocated)."""
+    import copy
+
+    for m, cfg, fields, _own in plan.configs:
+        if m is not model or not fields or not type(model).__module__.startswith("transformers."):
+            continue
+        trial = copy.deepcopy(cfg)
+        for k, v in fields.items():
+            setattr(trial, k, v)
+        try:
+            with torch.device("meta"):
+                type(model)(trial)
+        except Exception as err:  # whatever the model class rejects
+            raise ConfigError(f"structure record: the config fields {sorted(fields)} do not build a "
+                              f"{type(model).__name__}: {type(err).__name__}: {err}") from err
+
+
+def _apply(plan: _Plan) -> None:
+    """Write a checked plan, all or nothing (any exception, ``KeyboardInterrupt`` included, restores the model)."""
+    import copy
+
+    from ..apply.transaction import Transaction
+
+    with Transaction() as tx, torch.no_grad():
+        for m, cfg, fields, own in plan.configs:
+            if own:  # a per-layer config: this module gets its own copy
+                cfg = copy.copy(cfg)
+                tx.set_attr(m, "config", cfg)
+            else:
+                tx.snapshot_object(cfg)
+            for k, v in fields.items():
+                setattr(cfg, k, v)
+        for m, k, v in plan.attrs:
+            tx.set_attr(m, k, v)
+        for t, new in plan.tensors:
+            tx.set_data(t, new, None)
 
 
 def apply_structure(model: nn.Module, record: dict[str, Any]) -> None:
     """Re-shape a freshly built original ``model`` to the structure ``record`` (values are left uninitialised
-    where shapes change; load the weights next)."""
-    import copy
-
-    shapes, attrs, configs = _plan(model, _check_record(record))
-    root_config = getattr(model, "config", None)
-    for m, mname, values in configs:
-        cfg = vars(m)["config"]
-        if mname != "" and cfg is root_config:
-            cfg = copy.copy(cfg)  # a per-layer config: this module gets its own copy
-            m.config = cfg
-        for k, v in values.items():
-            if k.startswith("_") or (hasattr(cfg, k) and not _same_kind(getattr(cfg, k), v) and
-                                     getattr(cfg, k) is not None):
-                continue
-            setattr(cfg, k, v)
-    for m, k, v in attrs:
-        setattr(m, k, v)
-    with torch.no_grad():
-        for t, shape, dtype, _name in shapes:
-            if tuple(t.shape) != shape or t.dtype != dtype:
-                t.data = torch.empty(shape, dtype=dtype, device=t.device)
+    where shapes change; load the weights next). All or nothing: the record is checked whole first."""
+    _apply(_plan(model, _check_record(record)))
 
 
 def save_pruned(model: nn.Module, path: str | os.PathLike, source: str | None = None) -> Path:
@@ -217,11 +370,43 @@ def save_pruned(model: nn.Module, path: str | os.PathLike, source: str | None = 
     return out
 
 
+RECORD_LIMIT = 64 * 2**20
+"""The largest structure record (``anyprune.json``) :func:`load_pruned` reads, in bytes."""
+
+
+def _regular_file(path: Path, what: str, limit: int | None = None, hint: str = "") -> None:
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise ConfigError(f"cannot read the {what} {path}{hint}: {err}") from err
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"the {what} {path} is not a regular file (a device, FIFO or directory): refusing to read it")
+    if limit is not None and st.st_size > limit:
+        raise ConfigError(f"the {what} {path} has {st.st_size:,} bytes, more than the {limit:,} allowed")
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    _regular_file(path, "structure record", RECORD_LIMIT)
+    try:
+        return json.loads(path.read_text())
+    except RecursionError as err:
+        raise ConfigError(f"cannot read the structure record {path}: nested too deeply") from err
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot read the structure record {path}: {err}") from err
+
+
 def load_pruned(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:
     """Re-shape the freshly built original ``model`` to the structure saved in ``path`` and load its weights.
 
-    Reads only JSON and safetensors (no code runs). Raises :class:`~anyprune.ConfigError` with what does not
-    match (and leaves ``model`` unchanged) if the file does not belong to this architecture.
+    Reads only JSON and safetensors (no code runs), and only regular files (the record at most
+    :data:`RECORD_LIMIT` bytes). Everything is checked before the model changes: every name, shape (each dim
+    between 1 and the original's), dtype, tied alias, module attribute (same kind, sizes between 1 and the
+    original) and config field (only the sizes pruning changes; a Hugging Face config must still build the
+    model), and every weight. The new tensors are built first and written in one transaction, so any failure,
+    ``KeyboardInterrupt`` included, leaves ``model`` as it was. Raises :class:`~anyprune.ConfigError` naming
+    what does not match.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -229,31 +414,13 @@ def load_pruned(model: nn.Module, path: str | os.PathLike, strict: bool = True) 
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     src = Path(path)
-    try:
-        record = json.loads((src / RECORD).read_text())
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot read the structure record {src / RECORD}: {err}") from err
+    record = _check_record(_read_record(src / RECORD))
+    _regular_file(src / WEIGHTS, "weights", hint=" (not a safetensors file?)")
     try:
         weights = load_file(str(src / WEIGHTS))
     except (OSError, SafetensorError, ValueError) as err:
         raise ConfigError(f"cannot read the weights {src / WEIGHTS} (not a safetensors file?): {err}") from err
-    _check_record(record)
-    _plan(model, record)  # raises before anything changes
-    tensors = _tensors(model)
-    for name, spec in record["tensors"].items():
-        if isinstance(spec, dict) and "alias" not in spec:
-            w = weights.get(name)
-            if w is None or list(w.shape) != spec.get("shape"):
-                raise ConfigError(f"weights and record disagree on {name!r}")
-    extra = set(weights) - set(record["tensors"])
-    if extra and strict:
-        raise ConfigError(f"the weights file has tensors the record does not list: {sorted(extra)[:3]}")
-    apply_structure(model, record)
-    with torch.no_grad():
-        for name, w in weights.items():
-            t = tensors.get(name)
-            if t is not None:
-                t.data.copy_(w.to(t.dtype))
+    _apply(_plan(model, record, weights, strict=strict))
     return model
 
 
@@ -265,7 +432,11 @@ def state_dict(model: nn.Module) -> dict[str, Any]:
 
 
 def load_state_dict(model: nn.Module, state_dict: dict[str, Any]) -> nn.Module:
-    """Seed-compatible ``tp.load_state_dict(model, state_dict=tp.state_dict(pruned))`` into a fresh model."""
+    """Seed-compatible ``tp.load_state_dict(model, state_dict=tp.state_dict(pruned))`` into a fresh model.
+
+    Checked and applied like :func:`load_pruned`: every tensor the record lists must be in the state dict
+    (tied aliases once), and a failure leaves ``model`` as it was.
+    """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"load_state_dict: model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(state_dict, dict) or "structure" not in state_dict or "state_dict" not in state_dict:
@@ -276,20 +447,19 @@ def load_state_dict(model: nn.Module, state_dict: dict[str, Any]) -> nn.Module:
     if not isinstance(weights, dict):
         raise ConfigError(f"load_state_dict: 'state_dict' must map names to tensors, got {type(weights).__name__}")
     tensors = _tensors(model)
-    for name, w in weights.items():  # everything is checked before the model changes
-        if name not in tensors:
-            raise ConfigError(f"the model has no parameter or buffer {name!r}: build the same original "
-                              "architecture before loading")
-        spec = record["tensors"].get(name)
-        seen = 0
-        while isinstance(spec, dict) and "alias" in spec and seen < len(record["tensors"]):
-            spec, seen = record["tensors"].get(spec["alias"]), seen + 1
-        want = spec.get("shape") if isinstance(spec, dict) else None
-        if not isinstance(w, torch.Tensor) or list(w.shape) != want:
-            got = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
-            raise ConfigError(f"{name!r}: {got} in the state dict, but the structure record says {want}")
-    apply_structure(model, record)  # checks the record against the model before changing anything
-    with torch.no_grad():
-        for name, w in weights.items():
-            tensors[name].data.copy_(w)
+    unknown = [n for n in weights if n not in tensors]
+    if unknown:
+        raise ConfigError(f"the model has no parameter or buffer {unknown[0]!r}: build the same original "
+                          "architecture before loading")
+    # the seed's state dict lists tied names too: keep the entry of the name the record stores
+    stored = {n: w for n, w in weights.items()
+              if not (isinstance(record["tensors"].get(n), dict) and "alias" in record["tensors"][n])}
+    for n, w in weights.items():
+        spec = record["tensors"].get(n)
+        if isinstance(spec, dict) and "alias" in spec and isinstance(w, torch.Tensor):
+            target = stored.get(spec["alias"]) if isinstance(spec["alias"], str) else None
+            if not isinstance(target, torch.Tensor) or target.shape != w.shape:
+                raise ConfigError(f"{n!r}: {tuple(w.shape)} in the state dict, but it is tied to "
+                                  f"{spec['alias']!r}, which has another shape there")
+    _apply(_plan(model, record, stored))
     return model

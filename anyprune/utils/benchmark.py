@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from ..errors import ConfigError
 from ..trace.recorder import run_model
@@ -79,17 +82,21 @@ def measure_throughput(model: torch.nn.Module, example_inputs: Any, repeat: int 
 
 def measure_memory(model: torch.nn.Module, example_inputs: Any, device: Any = None,
                    run_fn: Callable | None = None) -> float:
-    """Peak memory, in MB, of one forward pass (``run_fn(model, inputs)`` instead if given).
+    """Peak memory, in MB, of one forward pass (``run_fn(model, inputs)`` instead if given), model and inputs
+    included.
 
-    On CUDA: the peak allocated by torch on ``device`` (default: the device of the model's first
-    parameter) during the call, model and inputs included. On CPU: the peak resident memory of the
-    process during the call, above what it held before (Linux ``/proc``; elsewhere the process's peak).
+    On CUDA: the peak that torch allocated on ``device`` (default: the device of the model's first
+    parameter). Elsewhere: the model's parameters and buffers, the inputs, and the peak of the tensors the
+    call creates that are alive at once (counted by storage, through a ``TorchDispatchMode``; views share
+    their base's bytes).
 
     Example:
         >>> import torch
-        >>> measure_memory(torch.nn.Linear(8, 4), torch.randn(2, 8)) >= 0
-        True
+        >>> round(measure_memory(torch.nn.Linear(1024, 1024, bias=False), torch.randn(256, 1024)), 1)
+        6.0
     """
+    from ..trace.opgraph import iter_tensors
+
     if device is None:
         first = next(iter(model.parameters()), None)
         device = first.device if first is not None else torch.device("cpu")
@@ -108,39 +115,44 @@ def measure_memory(model: torch.nn.Module, example_inputs: Any, device: Any = No
         call()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) / 2**20
-    before = _rss_mb()
-    _reset_peak()
-    call()
-    return max(0.0, _peak_mb() - before)
+    held = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+            for t in [*model.parameters(), *model.buffers(), *iter_tensors(example_inputs)]}
+    live = _LiveBytes(set(held))
+    with live:
+        call()
+    return (sum(held.values()) + live.peak) / 2**20
 
 
-def _status(field: str) -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+class _LiveBytes(TorchDispatchMode):
+    """Bytes of the tensor storages created under this mode that are alive, and their peak."""
 
+    def __init__(self, known: set[int]) -> None:
+        super().__init__()
+        self.known = known
+        self.refs: dict[int, int] = {}
+        self.size: dict[int, int] = {}
+        self.current = self.peak = 0
 
-def _rss_mb() -> float:
-    return _status("VmRSS") or 0.0
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key, n = storage.data_ptr(), storage.nbytes()
+            if not n or key in self.known:
+                continue
+            if key in self.refs:
+                self.refs[key] += 1
+            else:
+                self.refs[key], self.size[key] = 1, n
+                self.current += n
+                self.peak = max(self.peak, self.current)
+            weakref.finalize(t, self._release, key)
+        return out
 
-
-def _reset_peak() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets the resident high-water mark (VmHWM)
-    except OSError:
-        pass
-
-
-def _peak_mb() -> float:
-    peak = _status("VmHWM")
-    if peak is not None:
-        return peak
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    def _release(self, key: int) -> None:
+        self.refs[key] -= 1
+        if not self.refs[key]:
+            del self.refs[key]
+            self.current -= self.size.pop(key)

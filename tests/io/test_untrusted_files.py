@@ -133,7 +133,7 @@ def test_load_state_dict_needs_every_tensor(tmp_path):
     del sd["state_dict"]["conv.bias"]
     fresh = Tied().eval()
     before = state(fresh)
-    with pytest.raises(tp.ConfigError, match="the weights have no tensor for 'conv.bias'"):
+    with pytest.raises(tp.ConfigError, match=r"the weights have no tensor for 'conv\.bias'"):
         tp.load_state_dict(fresh, sd)
     assert_same_state(before, state(fresh))
     sd = tp.state_dict(model)

@@ -37,7 +37,11 @@ def validate_indices(idxs: Any, n: int, what: str) -> torch.Tensor:
             not_int = not isinstance(i, (int, torch.Tensor)) and not hasattr(i, "__index__")
             if isinstance(i, bool) or bad_tensor or not_int:
                 raise PruningError(f"{what}: indices must be ints, got {i!r} ({type(i).__name__})")
-        t = torch.tensor([int(i) for i in items], dtype=torch.long)
+        values = [int(i) for i in items]
+        huge = [v for v in values if not -(2**63) <= v < 2**63]
+        if huge:
+            raise PruningError(f"{what}: indices {huge[:5]} out of range [0, {n})")
+        t = torch.tensor(values, dtype=torch.long)
     if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n):
         bad = t[(t < 0) | (t >= n)][:5].tolist()
         raise PruningError(f"{what}: indices {bad} out of range [0, {n}); negative indices are not accepted")

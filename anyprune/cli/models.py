@@ -126,12 +126,9 @@ def load_model(spec: str, input_size: int | None = None) -> Loaded:
         return _hf(rest, input_size)
     p = Path(spec)
     if p.is_dir() and (p / "anyprune.json").exists():
-        from ..io.saving import load_pruned
+        from ..io.saving import _read_record, load_pruned
 
-        try:
-            record = json.loads((p / "anyprune.json").read_text())
-        except ValueError as err:
-            raise ConfigError(f"unreadable anyprune file {p / 'anyprune.json'}: {err}") from err
+        record = _read_record(p / "anyprune.json")
         source = record.get("source") if isinstance(record, dict) else None
         if not isinstance(source, str) or source.partition(":")[0] not in ("torchvision", "timm", "hf"):
             raise ConfigError(f"{spec} does not say which original model it was pruned from (no 'source')")

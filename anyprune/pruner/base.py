@@ -538,7 +538,14 @@ class MetaPruner:
         if scores is None:
             return None
         if not isinstance(scores, torch.Tensor):
-            scores = torch.as_tensor(scores)
+            try:
+                scores = torch.as_tensor(scores)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise PruningError(f"importance {type(self.importance).__name__} returned {type(scores).__name__} "
+                                   "for a group; it must return one number per index (a tensor or a list)") from err
+        if scores.dtype == torch.bool or scores.is_complex():
+            raise PruningError(f"importance {type(self.importance).__name__} returned {scores.dtype} scores; it must "
+                               "return real numbers")
         scores = scores.detach().flatten().double().cpu()
         if scores.numel() != group.size:
             raise PruningError(f"importance {type(self.importance).__name__} returned {scores.numel()} scores for "

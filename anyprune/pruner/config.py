@@ -103,6 +103,8 @@ class PruneConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PruneConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a PruneConfig is a mapping of its fields, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -115,8 +117,16 @@ class PruneConfig:
 
     @classmethod
     def from_json(cls, text: str) -> PruneConfig:
-        """Inverse of :meth:`to_json`."""
-        return cls.from_dict(json.loads(text))
+        """Inverse of :meth:`to_json`; text that is not a JSON object of the fields raises :class:`ConfigError`."""
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise ConfigError(f"PruneConfig.from_json expects JSON text, got {type(text).__name__}")
+        try:
+            data = json.loads(text)
+        except RecursionError as err:
+            raise ConfigError("PruneConfig.from_json: the JSON is nested too deeply") from err
+        except ValueError as err:
+            raise ConfigError(f"PruneConfig.from_json: not valid JSON: {err}") from err
+        return cls.from_dict(data)
 
     def build(self, model: nn.Module, example_inputs: Any, **kwargs: Any) -> MetaPruner:
         """A pruner for ``model`` with this configuration (``kwargs`` go to the pruner as they are)."""
@@ -131,7 +141,11 @@ class PruneConfig:
         for key, ratio in self.pruning_ratio_dict.items():
             parts = [k.strip() for k in key.split(",")]
             ratio_dict[tuple(module(p) for p in parts) if len(parts) > 1 else module(parts[0])] = ratio
-        importance = IMPORTANCES[self.importance](**self.importance_kwargs)
+        try:
+            importance = IMPORTANCES[self.importance](**self.importance_kwargs)
+        except TypeError as err:
+            raise ConfigError(f"importance_kwargs {sorted(self.importance_kwargs)} do not fit importance "
+                              f"{self.importance!r}: {err}") from err
         return _PRUNERS[self.pruner](
             model, example_inputs, importance=importance, pruning_ratio=self.pruning_ratio,
             pruning_ratio_dict=ratio_dict or None, max_pruning_ratio=self.max_pruning_ratio,

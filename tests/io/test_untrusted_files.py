@@ -194,3 +194,21 @@ def test_the_hugging_face_config_section_only_changes_sizes(tmp_path, field, val
         tp.load_pruned(fresh, path)
     assert_same_state(before, state(fresh))
     assert fresh.config.to_dict() == config
+
+
+def test_the_seed_one_argument_load_builds_the_original_from_the_source(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    x = torch.randn(1, 3, 64, 64)
+    tp.pruner.MetaPruner(model, x, pruning_ratio=0.5, ignored_layers=[model.fc]).step()
+    tp.save(model, tmp_path / "r18", source="torchvision:resnet18")
+    again = tp.load(tmp_path / "r18")
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), model(x))
+    tp.save(model, tmp_path / "nosource")
+    with pytest.raises(tp.ConfigError, match="does not say which original model"):
+        tp.load(tmp_path / "nosource")
+    with pytest.raises(tp.ConfigError, match="pass the directory written by save_pruned"):
+        tp.load(model)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import os
 import sys
 import time
 import warnings
@@ -64,6 +65,17 @@ def _positive_int(text: str) -> int:
     return v
 
 
+MAX_INPUT_SIZE = 2048
+"""The largest --input-size: one example image of that side is a few tens of MB."""
+
+
+def _image_side(text: str) -> int:
+    v = _positive_int(text)
+    if v > MAX_INPUT_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_INPUT_SIZE}, got {text}")
+    return v
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit status 2
         raise _BadInput(message)
@@ -74,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     common = _Parser(add_help=False)
     common.add_argument("model", help="torchvision:NAME, timm:NAME, hf:PATH or a directory saved by anyprune")
-    common.add_argument("--input-size", type=_positive_int, default=None, help="image side for vision models")
+    common.add_argument("--input-size", type=_image_side, default=None,
+                        help=f"image side for vision models (at most {MAX_INPUT_SIZE})")
     common.add_argument("--no-progress", action="store_true", help="no progress bars")
     ins = sub.add_parser("inspect", parents=[common], help="list the model's prunable groups")
     ins.add_argument("--all", action="store_true", help="groups of every dim, not only conv/linear outputs")
@@ -207,6 +220,7 @@ def _prune(args) -> int:
     from ..pruner import MetaPruner
     from .models import calibration_data, load_model
 
+    _check_outputs(args)
     loaded = load_model(args.model, args.input_size)
     calibration = None
     if args.calibration is not None:
@@ -265,7 +279,7 @@ def _prune(args) -> int:
         ratio = f"{b / a:.2f}x" if a and b else "n/a"
         print(f"{label:<14}{_fmt(b, unit):>12}{_fmt(a, unit):>12}{ratio:>9}")
     if args.out:
-        out = save_pruned(model, args.out, source=loaded.source)
+        out = _save_atomically(model, args.out, loaded.source, save_pruned)
         print(f"saved to {out} (model.safetensors + anyprune.json)")
     if args.report:
         from ..report import write_report
@@ -282,9 +296,73 @@ def _prune(args) -> int:
                          "calibration": args.calibration or "none",
                          "reconstruction": str(calibration is not None and not args.no_reconstruct)},
         }
-        path = write_report(data, args.report)
+        path = _write_atomically(args.report, lambda tmp: write_report(data, tmp))
         print(f"report written to {path}")
     return 0
+
+
+def _check_outputs(args) -> None:
+    """Refuse outputs that cannot be written before any work starts."""
+    from pathlib import Path
+
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} exists and is not a directory")
+        parent = out.resolve().parent
+        if not parent.is_dir():
+            raise ConfigError(f"--out {out}: the folder {parent} does not exist")
+    if args.report:
+        rep = Path(args.report)
+        if rep.is_dir():
+            raise ConfigError(f"--report {rep} is a directory; give a file name such as report.html")
+        if not rep.resolve().parent.is_dir():
+            raise ConfigError(f"--report {rep}: the folder {rep.resolve().parent} does not exist")
+
+
+def _save_atomically(model, out_dir: str, source: str, save) -> Any:
+    """Save into a fresh folder next to ``out_dir`` and move the files in only when all are written, so that a
+    failure leaves no partial output (and an earlier save in ``out_dir`` intact)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    out = Path(out_dir)
+    created = not out.exists()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.resolve().parent))
+    try:
+        save(model, tmp, source=source)
+        out.mkdir(exist_ok=True)
+        for f in tmp.iterdir():
+            os.replace(f, out / f.name)
+    except BaseException:
+        if created and out.exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _write_atomically(path: str, write) -> Any:
+    import tempfile
+    from pathlib import Path
+
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.resolve().parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return target
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= 600 else text[:597] + "..."
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -293,11 +371,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         return _inspect(args) if args.command == "inspect" else _prune(args)
     except _BadInput as err:
-        print(f"anyprune: error: {err}", file=sys.stderr)
+        print(f"anyprune: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except (ConfigError, FileNotFoundError, PermissionError, IsADirectoryError) as err:
-        print(f"anyprune: error: {err}", file=sys.stderr)
+        print(f"anyprune: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except AnyPruneError as err:
-        print(f"anyprune: error: {type(err).__name__}: {err}", file=sys.stderr)
+        print(f"anyprune: error: {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("anyprune: error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except RecursionError:
+        print("anyprune: error: an input file is nested too deeply", file=sys.stderr)
+        return 2
+    except Exception as err:  # errors of torch, transformers, timm, the file system: one line, no traceback
+        print(f"anyprune: error: {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
         return 1

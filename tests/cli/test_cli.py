@@ -105,11 +105,55 @@ def test_bad_input_exits_2_with_one_line(args, message):
     assert message in lines[0]
 
 
+@pytest.mark.parametrize(("args", "status", "message"), [
+    (("prune", "timm:../../etc"), 1, "ValueError"),
+    (("prune", "torchvision:resnet18", "--input-size", "100000"), 2, "must be at most 2048"),
+    (("prune", "torchvision:resnet18", "--out", "README.md"), 2, "exists and is not a directory"),
+    (("prune", "torchvision:resnet18", "--report", "no/such/folder/r.html"), 2, "does not exist"),
+])
+def test_hostile_arguments_give_one_line_before_any_work(args, status, message):
+    r = run(*args)
+    assert r.returncode == status, (r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("anyprune: error:")
+    assert message in lines[0]
+    assert "Traceback" not in r.stderr
+    assert "pruned" not in r.stdout  # refused before the work started
+
+
+def test_a_config_that_transformers_rejects_gives_one_line(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": [1], "model_type": "llama"}))
+    r = run("prune", f"hf:{tmp_path}")
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode != 0
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("anyprune: error:")
+
+
+def test_a_failed_save_leaves_no_partial_output(tmp_path, monkeypatch, capsys):
+    from anyprune import cli
+    from anyprune.io import saving
+
+    def broken_save(model, path, source=None):
+        (Path(path) / "model.safetensors").write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(saving, "save_pruned", broken_save)
+    out = tmp_path / "out"
+    status = cli.main(["prune", "torchvision:resnet18", "--no-latency", "--no-progress", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.strip().count("\n") == 0
+    assert "disk full" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_unreadable_saved_directory_exits_2(tmp_path):
     (tmp_path / "anyprune.json").write_text("{not json")
     r = run("inspect", str(tmp_path))
     assert r.returncode == 2
-    assert "unreadable anyprune file" in r.stderr
+    assert "cannot read the structure record" in r.stderr
 
 
 def test_prune_with_an_image_folder_for_calibration(tmp_path):

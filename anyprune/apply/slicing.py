@@ -100,7 +100,7 @@ def apply_removal(table: AtomTable, slices: list, bindings: list, removed: dict[
     for obj, attr, value in new_attrs:
         tx.set_attr(obj, attr, value)
     for s, idxs in leaf_calls:
-        tx.snapshot_module(s.module)
+        tx.snapshot_module(s.module, copy_tensors=True)  # user code may write in place before it fails
         if s.role == "out":
             s.pruner.prune_out_channels(s.module, idxs)
         else:

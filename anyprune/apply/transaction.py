@@ -34,6 +34,28 @@ def slice_tensor(t: torch.Tensor, dim: int, keep: torch.Tensor) -> torch.Tensor:
     return torch.index_select(src, dim, keep.to(t.device))
 
 
+def _contents(v: Any) -> Any:
+    """A shallow copy of a mutable container's contents (dicts, lists, sets), else ``None``."""
+    if isinstance(v, dict):
+        return dict(v)
+    if isinstance(v, (list, set)):
+        return type(v)(v) if type(v) in (list, set) else list(v)
+    return None
+
+
+def _restore_contents(obj: Any, contents: Any) -> None:
+    if contents is None:
+        return
+    if isinstance(obj, dict):
+        obj.clear()
+        obj.update(contents)
+    elif isinstance(obj, list):
+        obj[:] = contents
+    elif isinstance(obj, set):
+        obj.clear()
+        obj.update(contents)
+
+
 def _swap_data(t: torch.Tensor, new: torch.Tensor) -> None:
     """``t.data = new``, also where the shape changes while an autograd graph that used ``t`` is alive.
 
@@ -96,22 +118,28 @@ class Transaction:
         self._attrs.append((obj, name, had, old))
         setattr(obj, name, value)
 
-    def snapshot_module(self, module: torch.nn.Module, copy_buffers: bool = False, copy_attrs: bool = True) -> None:
+    def snapshot_module(self, module: torch.nn.Module, copy_buffers: bool = False, copy_attrs: bool = True,
+                        copy_tensors: bool = False) -> None:
         """Save a module's tensors, tensor slots and plain attributes before handing it to user code.
 
         ``copy_buffers``: also save the buffers' values (for code that updates them in place, such as a
         forward pass in training mode updating batch-norm statistics). ``copy_attrs=False`` keeps the
         attribute values themselves (shared objects such as a model config keep their identity).
+        ``copy_tensors``: save the values of parameters (and their grads) too, for code that may write them in
+        place (a customized pruner).
         """
         for t in module.parameters(recurse=False):
             if id(t) not in self._seen:
                 self._seen.add(id(t))
-                self._tensors.append((t, t.data, t.grad))
+                grad = t.grad.clone() if copy_tensors and t.grad is not None else t.grad
+                self._tensors.append((t, t.data.clone() if copy_tensors else t.data, grad))
         for b in module.buffers(recurse=False):
             if b is not None and id(b) not in self._seen:
                 self._seen.add(id(b))
-                self._tensors.append((b, b.data.clone() if copy_buffers else b.data, b.grad))
-        attrs = {k: copy.copy(v) if copy_attrs else v for k, v in module.__dict__.items() if k not in _SLOTS}
+                self._tensors.append((b, b.data.clone() if copy_buffers or copy_tensors else b.data, b.grad))
+        # the objects themselves are restored (a hook handle still finds its dict), and mutable containers get
+        # their contents back in place
+        attrs = {k: (v, _contents(v) if copy_attrs else None) for k, v in module.__dict__.items() if k not in _SLOTS}
         self._modules.append((module, attrs, dict(module._parameters), dict(module._buffers)))
 
     def snapshot_object(self, obj: Any) -> None:
@@ -136,7 +164,9 @@ class Transaction:
         for module, attrs, params, buffers in reversed(self._modules):
             for k in [k for k in module.__dict__ if k not in _SLOTS and k not in attrs]:
                 del module.__dict__[k]
-            module.__dict__.update(attrs)
+            for k, (obj, contents) in attrs.items():
+                module.__dict__[k] = obj
+                _restore_contents(obj, contents)
             module._parameters.clear()
             module._parameters.update(params)
             module._buffers.clear()

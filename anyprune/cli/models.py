@@ -13,6 +13,7 @@ Example inputs: images of the model's input size (``--input-size``), token ids f
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +51,24 @@ def _torchvision(name: str, size: int | None) -> Loaded:
     return Loaded(model.eval(), _image(size or (299 if "inception" in name else 224)), f"torchvision:{name}")
 
 
+def _offline() -> None:
+    """Never reach the network: the libraries the command line calls run offline."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[var] = "1"
+
+
 def _timm(name: str, size: int | None) -> Loaded:
+    _offline()
+    if ":" in name or "/" in name or "\\" in name or name.startswith("."):
+        raise ConfigError(f"timm model {name!r}: give a model name (timm.list_models()); hub ids and paths are not "
+                          "accepted (nothing is downloaded)")
     try:
         import timm
     except ImportError as err:
         raise ConfigError("timm is not installed: pip install timm") from err
     try:
         model = timm.create_model(name, pretrained=False)
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:
         raise ConfigError(f"unknown timm model {name!r} (see timm.list_models())") from err
     cfg: Any = getattr(model, "pretrained_cfg", None) or {}
     default = int(cfg.get("input_size", (3, 224, 224))[-1])
@@ -65,6 +76,7 @@ def _timm(name: str, size: int | None) -> Loaded:
 
 
 def _hf(path: str, size: int | None) -> Loaded:
+    _offline()
     try:
         import transformers
     except ImportError as err:
@@ -75,7 +87,7 @@ def _hf(path: str, size: int | None) -> Loaded:
     cfg_dir = p if p.is_dir() else p.parent
     try:
         if p.is_dir():
-            config = transformers.AutoConfig.from_pretrained(str(p), local_files_only=True)
+            config = transformers.AutoConfig.from_pretrained(str(p), local_files_only=True, trust_remote_code=False)
         else:
             config = transformers.AutoConfig.for_model(**json.loads(p.read_text()))
     except Exception as err:
@@ -89,9 +101,12 @@ def _hf(path: str, size: int | None) -> Loaded:
             not getattr(config, "image_size", None) else transformers.AutoModel
     try:
         if has_weights:
-            model = cls.from_pretrained(str(p), local_files_only=True)
+            model = cls.from_pretrained(str(p), local_files_only=True, trust_remote_code=False)
         else:
-            model = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
+            if cls.__name__.startswith("Auto"):
+                model = cls.from_config(config, trust_remote_code=False)
+            else:
+                model = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
     except Exception as err:
         raise ConfigError(f"cannot build a model from {path}: {err}") from err
     model.eval()

@@ -122,6 +122,25 @@ def test_hostile_arguments_give_one_line_before_any_work(args, status, message):
     assert "pruned" not in r.stdout  # refused before the work started
 
 
+@pytest.mark.parametrize("spec", ["timm:hf-hub:timm/resnet18.a1_in1k", "timm:hf_hub:timm/resnet18",
+                                  "timm:local-dir:/tmp", "hf:timm/resnet18.a1_in1k"])
+def test_hub_names_are_refused_without_touching_the_network(spec):
+    code = (
+        "import socket, sys\n"
+        "def guard(event, args):\n"
+        "    if event.startswith('socket.'): raise RuntimeError('network use: ' + event)\n"
+        "sys.addaudithook(guard)\n"
+        "from anyprune.cli import main\n"
+        f"sys.exit(main(['inspect', {spec!r}]))\n"
+    )
+    env = dict(os.environ, PYTHONWARNINGS="ignore", TRANSFORMERS_VERBOSITY="error")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1, r.stderr
+    assert "network use" not in r.stderr
+
+
 def test_a_config_that_transformers_rejects_gives_one_line(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"architectures": [1], "model_type": "llama"}))
     r = run("prune", f"hf:{tmp_path}")

@@ -102,16 +102,16 @@ def _fits(old: Any, new: Any) -> bool:
     """Whether ``new`` can replace attribute value ``old`` after pruning: the same kind (an int stays an int,
     a tuple keeps its length and element kinds), and a positive size stays between 1 and its original value
     (pruning only ever shrinks sizes)."""
-    if isinstance(old, bool) or isinstance(new, bool):
-        return isinstance(old, bool) and isinstance(new, bool)
+    if isinstance(old, (bool, str)) or isinstance(new, (bool, str)):  # flags and modes: pruning keeps them
+        return type(old) is type(new) and old == new
     if _is_int(old):
         return _is_int(new) and (1 <= new <= old if old >= 1 else new == old)
     if isinstance(old, float):
         return type(new) in (int, float) and _simple(new)
     if isinstance(old, (tuple, list)):
         return isinstance(new, (tuple, list)) and len(new) == len(old) and all(_fits(a, b) for a, b in zip(old, new))
-    if old is None:
-        return _simple(new) and not isinstance(new, (tuple, list))
+    if old is None:  # pruning never sets an attribute that the original leaves unset
+        return new is None
     return type(old) is type(new)
 
 
@@ -186,7 +186,8 @@ def _plan(model: nn.Module, record: dict[str, Any], weights: dict[str, Any] | No
         if _dtype_kind(dtype) != _dtype_kind(t.dtype):
             raise ConfigError(f"structure record: bad dtype for {name!r}: {spec.get('dtype')!r} does not fit the "
                               f"model's {str(t.dtype).replace('torch.', '')}")
-        specs[name] = (tuple(shape), dtype)
+        # values are converted to the model's dtype: a record cannot give one tensor of a layer another precision
+        specs[name] = (tuple(shape), t.dtype)
     missing = [n for n in tensors if n not in record["tensors"]]
     if missing:
         raise ConfigError(f"the file has no entry for {missing[:3]} (and {max(0, len(missing) - 3)} more); "
@@ -198,9 +199,10 @@ def _plan(model: nn.Module, record: dict[str, Any], weights: dict[str, Any] | No
                 raise ConfigError(f"the weights have no tensor for {name!r}" if w is None else
                                   f"weights entry {name!r} is a {type(w).__name__}, not a tensor")
             if tuple(w.shape) != shape or _dtype_kind(w.dtype) != _dtype_kind(dtype):
+                declared = str(record["tensors"][name]["dtype"])
                 raise ConfigError(f"weights and record disagree on {name!r}: {tuple(w.shape)} "
                                   f"{str(w.dtype).replace('torch.', '')} in the weights, {list(shape)} "
-                                  f"{str(dtype).replace('torch.', '')} in the record")
+                                  f"{declared} in the record")
         for name in weights:
             if name in specs:
                 continue

@@ -20,58 +20,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
 from . import functional as fn
-from .apply.slicing import validate_indices
+from .pruner.function import BasePruningFunc
 
 __all__ = [
     "BasePruningFunc", "ConvPruner", "DepthwiseConvPruner", "LinearPruner", "BatchnormPruner", "LayernormPruner",
     "GroupNormPruner", "InstanceNormPruner", "PReLUPruner", "EmbeddingPruner", "ParameterPruner",
     "MultiheadAttentionPruner", "PrunerBox",
 ]
-
-
-class BasePruningFunc:
-    """A pruner for one layer type (the seed's interface); subclasses set the four methods."""
-
-    TARGET_MODULES: tuple[type, ...] = ()
-
-    def __init__(self, pruning_dim: int = 1) -> None:
-        self.pruning_dim = pruning_dim
-
-    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
-        raise NotImplementedError
-
-    def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
-        raise NotImplementedError
-
-    def get_out_channels(self, layer: nn.Module) -> int | None:
-        raise NotImplementedError
-
-    def get_in_channels(self, layer: nn.Module) -> int | None:
-        raise NotImplementedError
-
-    def __call__(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
-        return self.prune_out_channels(layer, idxs)
-
-    def check(self, layer: nn.Module, idxs: Sequence[int], to_output: bool) -> None:
-        """Raise unless ``idxs`` are valid output (``to_output``) or input channels of ``layer``."""
-        n = self.get_out_channels(layer) if to_output else self.get_in_channels(layer)
-        if n is not None:
-            validate_indices(idxs, n, f"{type(self).__name__} on {type(layer).__name__}")
-
-    def _prune_parameter_and_grad(self, weight: nn.Parameter, keep_idxs: Sequence[int],
-                                  pruning_dim: int) -> nn.Parameter:
-        """A new parameter holding positions ``keep_idxs`` of ``weight`` along ``pruning_dim`` (and of its
-        ``.grad`` alike), for custom pruners that rebuild their parameters."""
-        keep = torch.as_tensor(list(keep_idxs), dtype=torch.long, device=weight.device)
-        new = nn.Parameter(torch.index_select(weight.data, pruning_dim, keep).clone(),
-                           requires_grad=weight.requires_grad)
-        if weight.grad is not None:
-            new.grad = torch.index_select(weight.grad, pruning_dim, keep).clone()
-        return new
 
 
 class _FromFunctions(BasePruningFunc):

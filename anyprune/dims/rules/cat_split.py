@@ -57,13 +57,17 @@ def _pieces(ctx, x, d: int) -> list:
 def chunk(ctx, x, chunks, dim=0) -> None:
     """Chunks split at ``size // chunks`` computed at run time: equal chunks stay equal."""
     d = dim % x.ndim
-    pieces = _pieces(ctx, x, d)
-    sizes = [ctx.atoms.size(p) for p in pieces]
-    if len(set(sizes)) > 1:
-        ctx.pin(ctx.layouts(x)[d], "chunks of unequal size")
-        return
+    _keep_equal(ctx, x, d, _pieces(ctx, x, d), "chunks of unequal size")
+
+
+def _keep_equal(ctx, x, d: int, pieces: list, why: str) -> bool:
+    """Unify equal pieces (pruning keeps them equal); pin the dim where they are not equal."""
+    if len({ctx.atoms.size(p) for p in pieces}) > 1:
+        ctx.pin(ctx.layouts(x)[d], why)
+        return False
     for p in pieces[1:]:
         ctx.unify(pieces[0], p)
+    return True
 
 
 @register_dim_rule(torch.split, _T.split, torch.split_with_sizes, _T.split_with_sizes, torch.tensor_split,
@@ -82,13 +86,8 @@ def split(ctx, x, split_size_or_sections, dim=0) -> None:
     if given and all(expr_of(s) is not None for s in given) and \
             ctx.call.func not in (torch.tensor_split, _T.tensor_split):
         # sizes computed from tensors' shapes (``x.split(x.shape[-1] // 2, -1)``): each must follow its piece
-        if len(given) == 1:
-            sizes = [ctx.atoms.size(p) for p in pieces]
-            if len(set(sizes)) > 1:
-                ctx.pin(ctx.layouts(x)[d], "split into pieces of unequal size")
-                return
-            for p in pieces[1:]:
-                ctx.unify(pieces[0], p)
+        if len(given) == 1 and not _keep_equal(ctx, x, d, pieces, "split into pieces of unequal size"):
+            return
         for p, size in zip(pieces, given * len(pieces) if len(given) == 1 else given):
             ctx.size_arg(p, size, "split size")
         return
@@ -96,13 +95,8 @@ def split(ctx, x, split_size_or_sections, dim=0) -> None:
     if ctx.call.scope is None or ctx.call.func in (torch.tensor_split, _T.tensor_split):
         ctx.pin(ctx.layouts(x)[d], why)
         return
-    sizes = [ctx.atoms.size(p) for p in pieces]
-    if isinstance(split_size_or_sections, int):
-        if len(set(sizes)) > 1:
-            ctx.pin(ctx.layouts(x)[d], f"{why}: pieces of unequal size")
-            return
-        for p in pieces[1:]:
-            ctx.unify(pieces[0], p)
+    if isinstance(split_size_or_sections, int) and not _keep_equal(ctx, x, d, pieces, f"{why}: pieces of unequal size"):
+        return
     for p in pieces:
         ctx.constant(p, why, ("split", d - x.ndim))
 

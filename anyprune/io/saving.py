@@ -123,6 +123,8 @@ def _dtype_kind(dtype: torch.dtype) -> str:
     return "float" if dtype.is_floating_point else "int"
 
 
+# module flags that are modes, not structure: a saved model keeps its own (train/eval, checkpointing)
+_MODES = ("training", "gradient_checkpointing")
 # config fields a record may change: sizes that pruning shrinks (any existing int field or list of ints, checked
 # like module attributes) and these two, which anyprune writes itself
 _CONFIG_RECORDS = ("pruned_layers", "rope_parameters")
@@ -217,8 +219,9 @@ def _plan(model: nn.Module, record: dict[str, Any], weights: dict[str, Any] | No
         if m is None or not isinstance(values, dict):
             raise ConfigError(f"the model has no module {mname!r}")
         for k, v in values.items():
+            mode = k in _MODES and isinstance(v, bool) and isinstance(vars(m).get(k), bool)
             if not isinstance(k, str) or k.startswith("_") or k not in vars(m) or not _simple(v) or \
-                    not _fits(vars(m)[k], v):
+                    not (mode or _fits(vars(m)[k], v)):
                 raise ConfigError(f"structure record: attribute {k!r} of module {mname!r} cannot be set to {v!r}")
             if isinstance(vars(m)[k], tuple) and isinstance(v, list):
                 v = tuple(tuple(x) if isinstance(x, list) else x for x in v)

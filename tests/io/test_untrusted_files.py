@@ -212,3 +212,11 @@ def test_the_seed_one_argument_load_builds_the_original_from_the_source(tmp_path
         tp.load(tmp_path / "nosource")
     with pytest.raises(tp.ConfigError, match="pass the directory written by save_pruned"):
         tp.load(model)
+
+
+def test_modes_may_differ_but_structural_flags_may_not(tmp_path):
+    path = _saved(tmp_path)  # saved in eval mode
+    fresh = tp.load_pruned(Tied().train(), path)
+    assert not fresh.training  # the saved model's mode comes back
+    _edit_record(path, lambda r: r["modules"]["conv"].update(padding_mode="reflect"))
+    _rejected(path, "attribute 'padding_mode' of module 'conv' cannot be set")

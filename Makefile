@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 TEST_DEPS := torch==2.14.1 torchvision==0.29.1 pytest ruff mypy hypothesis safetensors mlxtend transformers==5.24.0 timm==1.0.31
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-fast fuzz bad-inputs-doc demo lint bench bench-prune bench-quality bench-llm-quality bench-calibrated llm-model llm-data data browser report-screenshot clean
+.PHONY: test test-fast fuzz bad-inputs-doc demo lint bench bench-prune bench-quality bench-llm-quality bench-calibrated bench-coverage llm-model llm-data data browser report-screenshot clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ report-screenshot: $(STAMP) browser
 bench: $(STAMP)
 	$(PIP) install -q torch-pruning==1.6.1 --no-deps || true
 	$(PY) benchmarks/bench_build.py
+
+# every group offered on 40 timm / Hugging Face architectures outside the updater tables: does pruning it break the forward?
+bench-coverage: $(STAMP)
+	$(PY) benchmarks/bench_coverage.py
 
 bench-prune: $(STAMP)
 	$(PIP) install -q torch-pruning==1.6.1 --no-deps || true

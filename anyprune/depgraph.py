@@ -440,6 +440,27 @@ class DependencyGraph:
         """``list(get_all_groups(**kwargs))``."""
         return list(self.get_all_groups(**kwargs))
 
+    def try_prune(self, group: Group, idxs=None) -> str | None:
+        """Prune ``group`` (``idxs``, default: the first half of its units), re-trace the example inputs
+        (:meth:`verify`) and undo everything; return the error if pruning broke the forward pass, else ``None``.
+        The model and the graph are left exactly as they were either way."""
+        self._require_built()
+        from .errors import AnyPruneError
+
+        class _Undo(Exception):
+            pass
+
+        try:
+            with self.transaction():
+                group.prune(list(range(group.size // 2)) if idxs is None else idxs)
+                with torch.no_grad():
+                    self.verify()
+                raise _Undo
+        except _Undo:
+            return None
+        except (AnyPruneError, RuntimeError, ValueError, TypeError, IndexError, AssertionError) as err:
+            return f"{type(err).__name__}: {err}"
+
     def check_groups(self, groups: Iterable[Group] | None = None) -> list[tuple[Group, str]]:
         """Try each group and pin those whose pruning breaks the forward pass (a safety net).
 
@@ -453,11 +474,6 @@ class DependencyGraph:
             groups: the groups to try (default: ``get_all_groups()``).
         """
         self._require_built()
-        from .errors import AnyPruneError
-
-        class _Undo(Exception):
-            pass
-
         tried: dict[tuple, str | None] = {}
         failed: list[tuple[Group, str]] = []
         for g in list(self.get_all_groups() if groups is None else groups):
@@ -468,18 +484,7 @@ class DependencyGraph:
                                          tuple(s.tensor.shape) if isinstance(s, ParamSlice) else ())
                                         for s in g.slices)))
             if key not in tried:
-                error = None
-                try:
-                    with self.transaction():
-                        g.prune(list(range(g.size // 2)))
-                        with torch.no_grad():
-                            self.verify()
-                        raise _Undo
-                except _Undo:
-                    pass
-                except (AnyPruneError, RuntimeError, ValueError, TypeError, IndexError, AssertionError) as err:
-                    error = f"{type(err).__name__}: {err}"
-                tried[key] = error
+                tried[key] = self.try_prune(g)
             if tried[key] is not None:
                 for a in g.atoms:
                     self.dims.atoms.pin(("a", a), f"pruning it breaks the forward pass ({tried[key]})")

@@ -29,6 +29,10 @@ def test_a_group_that_breaks_the_forward_is_pinned_and_the_model_is_untouched():
     dg = tp.DependencyGraph().build_dependency(model, x)
     assert sorted(g.size for g in dg.groups()) == [6, 8]
     before = state(model)
+    first, second = sorted(dg.groups(), key=lambda g: g.size, reverse=True)
+    assert "multiple of 8" in dg.try_prune(first)
+    assert dg.try_prune(second) is None
+    assert_same_state(before, state(model))
     failed = dg.check_groups()
     assert [(g.size, "multiple of 8" in err) for g, err in failed] == [(8, True)]
     assert_same_state(before, state(model))

@@ -215,6 +215,7 @@ class MetaPruner:
         self.iterative_steps = int(iterative_steps)
         self.iterative_pruning_ratio_scheduler = iterative_pruning_ratio_scheduler
         self.round_to = round_to
+        self._units: dict[tuple, int] = {}
         self.root_module_types = tuple(root_module_types)
         self.forward_fn = forward_fn
         self.target_macs = target_macs
@@ -526,12 +527,17 @@ class MetaPruner:
         return min(kept, current)
 
     def _unit(self, group: Group) -> int:
-        """Positions of the group's root dim that one unit of the group covers."""
+        """Positions of the group's root dim that one unit of the group covers (cached: the budget search asks
+        for every group at every ratio it tries)."""
         root = group.root
         if not self.round_to or not isinstance(root, ParamSlice):
             return 1
-        idx = self.DG.dims.atoms.index_of(root.layout, group.atoms[0])
-        return max(1, int((idx == 0).sum()))
+        table = self.DG.dims.atoms
+        key = (root.layout, group.atoms[0], table.version)
+        unit = self._units.get(key)
+        if unit is None:
+            unit = self._units[key] = max(1, int((table.index_of(root.layout, group.atoms[0]) == 0).sum()))
+        return unit
 
     def _scores(self, group: Group) -> torch.Tensor | None:
         scores = self.importance(group)

@@ -185,7 +185,10 @@ def test_a_computed_weight_reshaped_with_an_attribute_is_pinned():
             return F.conv2d(x, w.reshape_as(self.weight), self.bias, self.stride, self.padding)
 
     model = nn.Sequential(StdConv(3, 6, 3), nn.ReLU(), nn.Conv2d(6, 2, 1))
-    _check_every_group(model, torch.randn(1, 3, 6, 6))
+    assert _check_every_group(model, torch.randn(1, 3, 6, 6)) == []  # its output channels sized the reshape
+    dg = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 6, 6, dtype=torch.float64))
+    with pytest.raises(tp.PruningError, match="written as a constant"):
+        dg.get_pruning_group(model[0], tp.prune_conv_out_channels, idxs=[0])
 
 
 def test_sizes_read_in_a_trace_carry_their_expression():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -106,6 +107,9 @@ def find_blocks(model: nn.Module) -> list[nn.Module] | None:
     return best
 
 
+_CHAINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {key: (batch, fn, blocks, ok)}
+
+
 class _Stop(Exception):
     """Raised by a hook to end a forward pass early."""
 
@@ -148,18 +152,35 @@ class BlockRunner:
     """
 
     def __init__(self, model: nn.Module, batches: list[Any], blocks: list[nn.Module],
-                 forward_fn: Callable | None = None) -> None:
+                 forward_fn: Callable | None = None,
+                 reference: tuple[nn.Module, list[nn.Module]] | None = None) -> None:
         self.model = model
         self.batches = batches
         self.blocks = blocks
         self.forward_fn = forward_fn
+        self.reference = reference  # (reference model, its blocks): a reference stream from the start
         self._inputs: list[tuple[tuple, dict, str | int]] = []
         self._outputs: list[Any] = []
         self._pending: list[Any] = []
+        self._ref: list[tuple[tuple, dict, str | int]] | None = None  # reference stream (None: same as own)
+        self._ref_outputs: list[Any] = []
 
     @staticmethod
     def check_chain(model: nn.Module, blocks: list[nn.Module], batch: Any, forward_fn: Callable | None) -> bool:
-        """Whether, on ``batch``, each block runs once and reads the previous block's output."""
+        """Whether, on ``batch``, each block runs once and reads the previous block's output (remembered per
+        model, blocks, batch and ``forward_fn``: pruning does not change how blocks are wired)."""
+        key = (tuple(id(b) for b in blocks), id(batch), id(forward_fn))
+        seen = _CHAINS.setdefault(model, {})
+        hit = seen.get(key)
+        if hit is not None and hit[0] is batch and hit[1] is forward_fn and all(
+                a is b for a, b in zip(hit[2], blocks)):
+            return hit[3]
+        ok = BlockRunner._check_chain(model, blocks, batch, forward_fn)
+        seen[key] = (batch, forward_fn, list(blocks), ok)
+        return ok
+
+    @staticmethod
+    def _check_chain(model: nn.Module, blocks: list[nn.Module], batch: Any, forward_fn: Callable | None) -> bool:
         events: list[tuple[str, int, torch.Tensor | None]] = []
         handles = []
         for k, b in enumerate(blocks):
@@ -182,45 +203,77 @@ class BlockRunner:
         return all(events[2 * k + 2][2] is events[2 * k + 1][2] for k in range(len(blocks) - 1))
 
     def start(self, show_progress: bool = False) -> None:
-        """Run every batch up to the first block and keep the block's inputs."""
-        self._inputs.clear()
+        """Run every batch up to the first block and keep the block's inputs (and the reference model's)."""
+        self._inputs = self._first_inputs(self.model, self.blocks[0], show_progress)
+        self._ref = None
+        if self.reference is not None:
+            ref_model, ref_blocks = self.reference
+            self._ref = self._first_inputs(ref_model, ref_blocks[0], False)
+
+    def _first_inputs(self, model: nn.Module, first: nn.Module, show_progress: bool
+                      ) -> list[tuple[tuple, dict, str | int]]:
+        inputs: list[tuple[tuple, dict, str | int]] = []
 
         def grab(_m, args, kwargs):
             _, where = _hidden(args, kwargs)
-            self._inputs.append((args, _no_cache(kwargs), where))  # type: ignore[arg-type]
+            inputs.append((args, _no_cache(kwargs), where))  # type: ignore[arg-type]
             raise _Stop
 
-        h = self.blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
+        h = first.register_forward_pre_hook(grab, with_kwargs=True)
         try:
             for j, batch in enumerate(progress(self.batches, len(self.batches), "calibration: inputs",
                                                show_progress)):
                 with contextlib.suppress(_Stop):
-                    run_batch(self.model, batch, self.forward_fn, j)
+                    run_batch(model, batch, self.forward_fn, j)
         finally:
             h.remove()
-        if len(self._inputs) != len(self.batches):
+        if len(inputs) != len(self.batches):
             raise RuntimeError("the first block did not run on every calibration batch")
+        return inputs
 
     def run_block(self, k: int, on_batch: Callable[[], None] | None = None, advance: bool = True,
-                  keep: bool = False) -> None:
+                  keep: bool = False, collector: Any = None, reference: bool = True) -> None:
         """Run block ``k`` on the kept inputs; with ``advance``, its outputs become the next block's inputs.
 
         ``keep=True`` advances with the outputs of the previous (non-advancing) run instead of running again.
+        With a reference stream (:meth:`fork_reference`) and ``reference=True``, each batch first runs through
+        the block on its reference inputs (``collector.phase = "reference"``, if a paired
+        :class:`~anyprune.calibration.stats.StatsCollector` is given), which advances the reference stream.
         """
         block = self.blocks[k]
+        ref_outputs: list[Any] = []
         if keep:
             outputs = self._pending
         else:
             outputs = []
-            for args, kwargs, _ in self._inputs:
+            for j, (args, kwargs, _) in enumerate(self._inputs):
                 if on_batch is not None:
                     on_batch()
+                if reference and self._ref is not None:
+                    if collector is not None:
+                        collector.phase = "reference"
+                    rargs, rkwargs, _ = self._ref[j]
+                    ref_block = block if self.reference is None else self.reference[1][k]
+                    ref_outputs.append(ref_block(*rargs, **rkwargs))
+                    if collector is not None:
+                        collector.phase = "model"
                 outputs.append(block(*args, **kwargs))
+            if on_batch is not None:
+                on_batch()
+        if ref_outputs:
+            self._ref = self._advanced(self._ref or [], ref_outputs, k)
+            self._ref_outputs = ref_outputs
         if not advance:
             self._pending = outputs
             return
         self._outputs = outputs
-        for j, (args, kwargs, where) in enumerate(self._inputs):
+        self._inputs = self._advanced(self._inputs, outputs, k)
+
+    @staticmethod
+    def _advanced(inputs: list[tuple[tuple, dict, str | int]], outputs: list[Any], k: int
+                  ) -> list[tuple[tuple, dict, str | int]]:
+        new = []
+        for j, (args, kwargs, where) in enumerate(inputs):
             h = _output_hidden(outputs[j])
             if h is None:
                 raise RuntimeError(f"block {k} returned {type(outputs[j]).__name__}, not a tensor or a tuple "
@@ -229,31 +282,73 @@ class BlockRunner:
                 args = (h, *args[1:])
             else:
                 kwargs = {**kwargs, where: h}
-            self._inputs[j] = (args, kwargs, where)
+            new.append((args, kwargs, where))
+        return new
 
-    def finish(self, on_batch: Callable[[], None] | None = None) -> None:
-        """Run the layers after the last block on each batch (every block returns its kept output)."""
+    @property
+    def has_reference(self) -> bool:
+        """Whether a reference stream differs from the model's own (after :meth:`fork_reference`)."""
+        return self._ref is not None
+
+    def fork_reference(self, k: int) -> None:
+        """Start a reference stream: block ``k``'s outputs from the last non-advancing run (before the block was
+        changed) become the reference inputs of the next block, which from then on also runs on them."""
+        if self._ref is None:
+            self._ref = self._advanced(self._inputs, self._pending, k)
+            self._ref_outputs = self._pending
+
+    def finish(self, on_batch: Callable[[], None] | None = None, collector: Any = None) -> None:
+        """Run the layers after the last block on each batch (every block returns its kept output); with a
+        reference stream, each batch runs first on the reference outputs (see :meth:`run_block`)."""
         if not self._outputs:
             raise RuntimeError("finish() needs every block to have run (run_block)")
-        current: list[Any] = [None]
-        own = [b.__dict__.get("forward") for b in self.blocks]
-
-        def stored(*_a: Any, **_k: Any) -> Any:
-            return current[0]
-
-        try:
-            for b in self.blocks:
-                b.forward = stored  # type: ignore[method-assign]
+        ref_model, ref_blocks = self.reference or (self.model, self.blocks)
+        with _replaying(self.blocks) as current, _replaying(ref_blocks) as ref_current:
             for j, batch in enumerate(self.batches):
                 if on_batch is not None:
                     on_batch()
-                current[0] = self._outputs[j]
+                if self._ref is not None:
+                    if collector is not None:
+                        collector.phase = "reference"
+                    ref_current[0] = self._ref_outputs[j]
+                    current[0] = self._ref_outputs[j]
+                    run_batch(ref_model, batch, self.forward_fn, j)
+                    if collector is not None:
+                        collector.phase = "model"
+                current[0] = ref_current[0] = self._outputs[j]
                 run_batch(self.model, batch, self.forward_fn, j)
-        finally:
-            for b, f in zip(self.blocks, own):
-                del b.__dict__["forward"]
-                if f is not None:  # the block had a forward of its own (an instance attribute)
-                    b.__dict__["forward"] = f
+            if on_batch is not None:
+                on_batch()
+
+
+@contextlib.contextmanager
+def _replaying(blocks: list[nn.Module]) -> Any:
+    """Make each block return ``current[0]`` instead of running (restored on exit)."""
+    current: list[Any] = [None]
+    own = [b.__dict__.get("forward") for b in blocks]
+    if any(getattr(f, "_anyprune_replay", False) for f in own):  # the same blocks, already replaying
+        yield current
+        return
+
+    def stored(*_a: Any, **_k: Any) -> Any:
+        return current[0]
+
+    stored._anyprune_replay = True  # type: ignore[attr-defined]
+    try:
+        for b in blocks:
+            b.forward = stored  # type: ignore[method-assign]
+        yield current
+    finally:
+        for b, f in zip(blocks, own):
+            del b.__dict__["forward"]
+            if f is not None:  # the block had a forward of its own (an instance attribute)
+                b.__dict__["forward"] = f
+
+
+def twins(model: nn.Module, reference: nn.Module) -> dict[nn.Module, nn.Module]:
+    """Each module of ``model`` -> the module of the same name in ``reference`` (a copy of it)."""
+    ref = dict(reference.named_modules(remove_duplicate=False))
+    return {m: ref[n] for n, m in model.named_modules(remove_duplicate=False) if n in ref}
 
 
 def module_block(blocks: list[nn.Module] | None, model: nn.Module) -> dict[nn.Module, int]:
@@ -269,7 +364,8 @@ def stream_statistics(model: nn.Module, batches: list[Any], consumers: Iterable[
                       on_stats: Callable[[dict[nn.Module, Any], int | None], None],
                       forward_fn: Callable | None = None, blocks: list[nn.Module] | str | None = "auto",
                       max_features: int = 8192, show_progress: bool = False,
-                      before_advance: Callable[[int], bool] | None = None) -> None:
+                      before_advance: Callable[[int], bool] | None = None, reference: bool = False,
+                      reference_model: nn.Module | None = None) -> None:
     """Collect :class:`~anyprune.calibration.stats.InputStats` of ``consumers`` in bounded memory.
 
     With a chain of blocks (``blocks="auto"``: :func:`find_blocks`, checked on the first batch), the
@@ -278,7 +374,12 @@ def stream_statistics(model: nn.Module, batches: list[Any], consumers: Iterable[
     ``k = None`` (those before the first block while the inputs are gathered, those after the last block in
     a final pass that is only run if needed). ``before_advance(k)`` (if given) runs after ``on_stats`` for
     block ``k``; if it returns ``True`` (the block was changed, e.g. pruned), block ``k`` runs again so that
-    the next block reads the changed block's outputs. Without blocks, one pass over the whole model hands
+    the next block reads the changed block's outputs. With ``reference=True`` the unchanged outputs of the
+    first changed block start a reference stream that runs through the following blocks as they were before
+    being changed (the dense model), and each consumer's statistics get the cross products with its input on
+    that stream (:attr:`~anyprune.calibration.stats.InputStats.cross`); with ``reference_model`` (a copy of
+    ``model`` from before it was changed, same module names) the reference stream runs through that model's
+    blocks from the start. Without blocks, one pass over the whole model hands
     every consumer's statistics to ``on_stats(stats, None)`` at once.
     """
     from .stats import StatsCollector
@@ -299,7 +400,15 @@ def stream_statistics(model: nn.Module, batches: list[Any], consumers: Iterable[
         return
     where = module_block(chain, model)
     outside = [m for m in consumers if m not in where]
-    runner = BlockRunner(model, batches, chain, forward_fn)
+    twin: dict[nn.Module, nn.Module] = {}
+    ref_spec = None
+    if reference_model is not None:
+        twin = twins(model, reference_model)
+        if all(b in twin for b in chain):
+            ref_spec = (reference_model, [twin[b] for b in chain])
+        else:
+            twin = {}
+    runner = BlockRunner(model, batches, chain, forward_fn, reference=ref_spec)
     with StatsCollector(outside, max_features) as col:
         runner.start(show_progress)
     early = dict(col.stats)
@@ -310,15 +419,19 @@ def stream_statistics(model: nn.Module, batches: list[Any], consumers: Iterable[
         if not mine:
             runner.run_block(k)
             continue
-        with StatsCollector(mine, max_features) as col:
-            runner.run_block(k, on_batch=col.new_batch, advance=before_advance is None)
+        pairs = {m: twin.get(m, m) if ref_spec else m for m in mine} if runner.has_reference else None
+        with StatsCollector(mine, max_features, reference=pairs) as col:
+            runner.run_block(k, on_batch=col.new_batch, advance=before_advance is None, collector=col)
         on_stats(col.stats, k)
         del col
         if before_advance is not None:
             changed = before_advance(k)
-            runner.run_block(k, keep=not changed)
+            if changed and reference and ref_spec is None:
+                runner.fork_reference(k)
+            runner.run_block(k, keep=not changed, reference=False)
     late = [m for m in outside if m not in early]
     if late:
-        with StatsCollector(late, max_features) as col:
-            runner.finish(on_batch=col.new_batch)
+        pairs = {m: twin.get(m, m) if ref_spec else m for m in late} if runner.has_reference else None
+        with StatsCollector(late, max_features, reference=pairs) as col:
+            runner.finish(on_batch=col.new_batch, collector=col)
         on_stats(col.stats, None)

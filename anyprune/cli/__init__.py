@@ -103,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="sequences (text) or batches of 16 images to use (default 32)")
     pr.add_argument("--calibration-seq-len", type=_positive_int, default=256, help="tokens per text sequence")
     pr.add_argument("--no-reconstruct", action="store_true", help="with --calibration: do not re-fit consumers")
+    pr.add_argument("--reconstruction-target", choices=("auto", "dense", "layer"), default="auto",
+                    help="with --calibration: what re-fitted layers reproduce (default auto: the dense model's "
+                         "outputs outside the chain of repeated blocks, where cross-validation agrees)")
     pr.add_argument("--round-to", type=_positive_int, default=None, help="keep multiples of this many channels")
     pr.add_argument("--target-macs", type=_budget, default=None, help="MACs budget: fraction or absolute")
     pr.add_argument("--target-params", type=_budget, default=None, help="parameter budget: fraction or absolute")
@@ -247,7 +250,8 @@ def _prune(args) -> int:
     if args.heads is not None:
         kwargs.update(prune_num_heads=True, head_pruning_ratio=args.heads)
     if calibration is not None:
-        kwargs.update(calibration=calibration, reconstruct=not args.no_reconstruct)
+        kwargs.update(calibration=calibration, reconstruct=not args.no_reconstruct,
+                      reconstruction_target=args.reconstruction_target)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pruner = MetaPruner(model, loaded.inputs, importance=importance, pruning_ratio=args.ratio,

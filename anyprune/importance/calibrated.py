@@ -169,6 +169,9 @@ class CalibratedImportance:
                 self._scores[a] = (g.size, partial[id(g)])
 
     # --------------------------------------------------------------- scoring
+    def _forget_weights(self) -> None:
+        self._weights.clear()
+
     def _cost(self, module: nn.Module, spec: Any, stats: InputStats, index: torch.Tensor, size: int,
               sole: bool = False) -> torch.Tensor:
         weight = getattr(module, "weight")
@@ -215,20 +218,31 @@ class CalibratedImportance:
                 raise PruningError(f"{type(self).__name__} scored this group at size {size}, it has {group.size} "
                                    "units now: the model changed since calibrate(); calibrate again")
         elif self._stats:
-            total = torch.zeros(group.size, dtype=torch.float64)
-            found = False
-            readers = consumer_slices(group)
-            for s, spec, index in readers:
-                st = self._stats.get(s.module)
-                if st is not None:
-                    total += self._cost(s.module, spec, st, index, group.size, sole=len(readers) == 1)
-                    found = True
-            if not found:
-                return None
-            scores = total
+            return self.score_with(group, self._stats)
         else:
             return None
         return normalize(scores.clone(), self.normalizer)
+
+    def can_score(self, group: Any) -> bool:
+        """Whether the group has a consumer this criterion could calibrate (what :meth:`score_with` needs)."""
+        return any(spec.features(s.module) <= self.max_features for s, spec, _ in consumer_slices(group))
+
+    def score_with(self, group: Any, stats: dict[nn.Module, InputStats]) -> torch.Tensor | None:
+        """The group's scores from the given consumer statistics and the consumers' current weights
+        (``None`` if no consumer of the group has statistics). Used to choose units again on statistics
+        collected later, e.g. on the inputs of already pruned layers (:mod:`anyprune.reconstruction`)."""
+        self._forget_weights()  # weights may have been rewritten (same shape) since they were cached
+        total = torch.zeros(group.size, dtype=torch.float64)
+        found = False
+        readers = consumer_slices(group)
+        for s, spec, index in readers:
+            st = stats.get(s.module)
+            if st is not None:
+                total += self._cost(s.module, spec, st, index, group.size, sole=len(readers) == 1)
+                found = True
+        if not found:
+            return None
+        return normalize(total, self.normalizer)
 
 
 def _per_unit(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
@@ -354,6 +368,10 @@ class OBSImportance(CalibratedImportance):
     def reset(self) -> None:
         super().reset()
         self._cache: dict[tuple, tuple[Any, ...]] = {}
+
+    def _forget_weights(self) -> None:
+        super()._forget_weights()
+        self._cache.clear()
 
     def _prepared(self, weight: torch.Tensor, bias: torch.Tensor | None, stats: InputStats
                   ) -> tuple[torch.Tensor, torch.Tensor, float]:

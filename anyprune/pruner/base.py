@@ -39,6 +39,7 @@ from ..errors import AnyPruneWarning, ConfigError, PruningError, VerificationErr
 from ..groups.group import Group, LeafSlice, ParamSlice
 from ..importance.magnitude import GroupMagnitudeImportance
 from ..reconstruction import ReconstructionReport, prune_and_reconstruct
+from ..reconstruction.driver import TARGETS as RECONSTRUCTION_TARGETS
 from ..utils.flops import count_ops_and_params
 from .budget import CostModel, PruneResult, module_macs
 from .schedule import check_schedule, linear_scheduler
@@ -82,11 +83,12 @@ def _head_rank(target: float, kept: tuple[int, ...]) -> tuple[float, int, tuple[
 class _Plan:
     """One group's decision: the indices to remove."""
 
-    __slots__ = ("group", "indices")
+    __slots__ = ("deferred", "group", "indices")
 
-    def __init__(self, group: Group, indices: torch.Tensor) -> None:
+    def __init__(self, group: Group, indices: torch.Tensor, deferred: bool = False) -> None:
         self.group = group
         self.indices = indices
+        self.deferred = deferred  # only the count is decided; the reconstruction chooses which units
 
 
 class MetaPruner:
@@ -137,6 +139,12 @@ class MetaPruner:
             where the model has a chain of blocks; ``False``: one pass on the unpruned model.
         calibration_batch_size: rows per batch when ``calibration`` is one tensor.
         reconstruction_damp: relative damping of the least-squares re-fit.
+        reconstruction_target: what re-fitted layers reproduce: ``"layer"`` their own outputs, ``"dense"`` the
+            unpruned model's outputs at that layer where cross-validation shows this generalises (correcting
+            the error of earlier pruned layers too), ``"auto"`` (default) ``"dense"`` outside the model's chain
+            of repeated blocks and ``"layer"`` inside (see :func:`anyprune.reconstruction.prune_and_reconstruct`).
+            With a calibrated criterion and ``sequential=True``, which units of a group go is chosen again on the
+            statistics met when the group is reached (how many stays as planned).
 
     Raises:
         ConfigError: for any invalid argument, before the model is touched.
@@ -186,6 +194,7 @@ class MetaPruner:
         sequential: bool = True,
         calibration_batch_size: int = 8,
         reconstruction_damp: float = 0.1,
+        reconstruction_target: str = "auto",
     ) -> None:
         if ch_sparsity is not None:
             warnings.warn("ch_sparsity is deprecated; use pruning_ratio (same meaning)", FutureWarning,
@@ -222,7 +231,7 @@ class MetaPruner:
         self.target_params = target_params
         self._scopes = self._check_ratio_dict(model, pruning_ratio_dict)
         self._check_calibration(importance, calibration, reconstruct, sequential, calibration_batch_size,
-                                reconstruction_damp)
+                                reconstruction_damp, reconstruction_target)
         self._check_heads(model, num_heads, prune_num_heads, prune_head_dims, head_pruning_ratio,
                           head_pruning_ratio_dict)
         for name, d in (("in_channel_groups", in_channel_groups), ("out_channel_groups", out_channel_groups),
@@ -307,12 +316,15 @@ class MetaPruner:
                                   f"> 1, got {t!r}")
 
     def _check_calibration(self, importance: Any, calibration: Any, reconstruct: Any, sequential: Any, batch_size: Any,
-                           damp: Any) -> None:
+                           damp: Any, target: Any = "auto") -> None:
         for name, v in (("reconstruct", reconstruct), ("sequential", sequential)):
             if not isinstance(v, bool):
                 raise ConfigError(f"{name} must be True or False, got {v!r}")
         if isinstance(damp, bool) or not isinstance(damp, numbers.Real) or not 0 <= float(damp) < 1e3:
             raise ConfigError(f"reconstruction_damp must be a number >= 0 (e.g. 0.01), got {damp!r}")
+        if target not in RECONSTRUCTION_TARGETS:
+            raise ConfigError(f"reconstruction_target must be one of {', '.join(map(repr, RECONSTRUCTION_TARGETS))}, "
+                              f"got {target!r}")
         self.calibration: list[Any] | None = None
         if calibration is not None:
             self.calibration = calibration_batches(calibration, batch_size)
@@ -325,6 +337,7 @@ class MetaPruner:
         self.reconstruct = reconstruct
         self.sequential = sequential
         self.reconstruction_damp = float(damp)
+        self.reconstruction_target = str(target)
         self.reconstruction: list[ReconstructionReport] = []
 
     @staticmethod
@@ -655,8 +668,23 @@ class MetaPruner:
                                                 unit=self._unit(scored[k][0]))
         return counts
 
-    def _plan(self, step: int) -> list[_Plan]:
+    def _defers_scoring(self, interactive: bool) -> bool:
+        """Whether scores are only needed to choose units, which the sequential reconstruction does anyway on the
+        statistics it meets at each group's turn: then the counts are planned without a calibration pass."""
+        return (not interactive and self.reconstruct and self.sequential and self.calibration is not None
+                and not self.global_pruning and self._absolute_targets == (None, None)
+                and getattr(self.importance, "needs_calibration", False)
+                and callable(getattr(self.importance, "score_with", None))
+                and callable(getattr(self.importance, "can_score", None)))
+
+    def _plan(self, step: int, interactive: bool = False) -> list[_Plan]:
         groups = self._groups()
+        defer = self._defers_scoring(interactive)
+        if defer:
+            can_score = getattr(self.importance, "can_score")
+            scored = [(g, r, key, torch.zeros(g.size)) for g, r, key in self._targets(groups, step) if can_score(g)]
+            counts = self._counts(scored)
+            return [_Plan(g, torch.arange(n), deferred=True) for (g, *_), n in zip(scored, counts) if n > 0]
         if self.calibration is not None and getattr(self.importance, "needs_calibration", False):
             calibrate = getattr(self.importance, "calibrate")
             calibrate(self.model, self.calibration, groups=groups, forward_fn=self.forward_fn)
@@ -735,7 +763,7 @@ class MetaPruner:
                           "pruner (or raise iterative_steps) to prune further", AnyPruneWarning,
                           stacklevel=_user_stacklevel())
             return None
-        plans = self._plan(self.current_step + 1)
+        plans = self._plan(self.current_step + 1, interactive)
         self.current_step += 1
         if interactive:
             return self._interactive(plans)
@@ -760,7 +788,10 @@ class MetaPruner:
                     assert self.calibration is not None
                     report = prune_and_reconstruct(
                         self.model, [(p.group, p.indices) for p in plans], self.calibration,
-                        forward_fn=self.forward_fn, sequential=self.sequential, damp=self.reconstruction_damp)
+                        forward_fn=self.forward_fn, sequential=self.sequential, damp=self.reconstruction_damp,
+                        target=self.reconstruction_target,
+                        rescore=getattr(self.importance, "score_with", None) if self.sequential else None,
+                        deferred=[p.group for p in plans if p.deferred])
                 else:
                     for p in plans:
                         p.group.prune(p.indices)

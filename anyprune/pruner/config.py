@@ -72,6 +72,7 @@ class PruneConfig:
     reconstruct: bool = False
     sequential: bool = True
     calibration_batch_size: int = 8
+    reconstruction_target: str = "auto"
 
     def __post_init__(self) -> None:
         if self.importance not in IMPORTANCES:
@@ -93,6 +94,11 @@ class PruneConfig:
         b = self.calibration_batch_size
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
             raise ConfigError(f"calibration_batch_size must be an int >= 1, got {b!r}")
+        from ..reconstruction.driver import TARGETS
+
+        if self.reconstruction_target not in TARGETS:
+            raise ConfigError(f"reconstruction_target must be one of {', '.join(map(repr, TARGETS))}, got "
+                              f"{self.reconstruction_target!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as JSON-compatible data."""
@@ -152,7 +158,8 @@ class PruneConfig:
             global_pruning=self.global_pruning, isomorphic=self.isomorphic, iterative_steps=self.iterative_steps,
             round_to=self.round_to, ignored_layers=[module(n) for n in self.ignored_layers],
             target_macs=self.target_macs, target_params=self.target_params, reconstruct=self.reconstruct,
-            sequential=self.sequential, calibration_batch_size=self.calibration_batch_size, **kwargs,
+            sequential=self.sequential, calibration_batch_size=self.calibration_batch_size,
+            reconstruction_target=self.reconstruction_target, **kwargs,
         )
 
 

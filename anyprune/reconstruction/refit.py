@@ -15,7 +15,7 @@ from ..errors import ConfigError, PruningError
 from ..groups.group import ParamSlice
 from ..importance.calibrated import augmented, damped_cholesky
 
-__all__ = ["Reconstructor", "least_squares_refit"]
+__all__ = ["Reconstructor", "correct_to_reference", "least_squares_refit"]
 
 
 def least_squares_refit(weight: torch.Tensor, bias: torch.Tensor | None, stats: InputStats,
@@ -25,6 +25,12 @@ def least_squares_refit(weight: torch.Tensor, bias: torch.Tensor | None, stats: 
     Minimises ``E||W x + b - W' x_K - b'||^2 + l ||W' - W_K||^2`` over the calibration rows, with
     ``l = damp * mean(diag H[K, K])``: ``W' = W_K + W_R H_RK (H_KK + l I)^-1`` (the optimal-brain-surgeon update
     with a damped Hessian; ``damp=0`` is plain least squares).
+
+    When ``stats`` has cross products with a reference pass (:attr:`InputStats.cross`, ``sum r x^T``), the
+    target is the reference output ``W r + b`` instead: the layer is re-fitted to reproduce what the dense
+    model computes at this point from what the pruned model now feeds it, which also corrects the error that
+    pruning earlier layers left in its inputs: ``W' = (W C_K + l W_K) (H_KK + l I)^-1`` with
+    ``C = E[r x^T]``.
 
     Args:
         weight: the dense weight ``[outputs, features]``.
@@ -54,11 +60,102 @@ def least_squares_refit(weight: torch.Tensor, bias: torch.Tensor | None, stats: 
     chol, lam = damped_cholesky(a, damp)
     # damped normal equations of W (H + l I): the damping pulls the kept weights towards their dense values
     # (W_K' = W_K + W_R H_RK (H_KK + l I)^-1), not towards zero
-    rhs = (w @ h[:, cols] + lam * w[:, cols]).t()  # [kept, outputs]
+    c = h if stats.cross is None else cross_augmented(stats, bias is not None)
+    rhs = (w @ c[:, cols] + lam * w[:, cols]).t()  # [kept, outputs]
     sol = torch.cholesky_solve(rhs, chol).t()
     if bias is None:
         return sol, None
     return sol[:, :-1], sol[:, -1]
+
+
+def cross_augmented(stats: InputStats, bias: bool) -> torch.Tensor:
+    """``E[r x^T]`` of the reference rows ``r`` and the rows ``x`` (with a bias: both get a constant 1 last)."""
+    assert stats.cross is not None
+    assert stats.ref_sum is not None
+    rows = max(stats.rows, 1)
+    n = stats.features
+    if not bias:
+        return stats.cross / rows
+    c = torch.empty(n + 1, n + 1, dtype=torch.float64)
+    c[:n, :n] = stats.cross / rows
+    c[:n, n] = stats.ref_sum / rows
+    c[n, :n] = stats.mean
+    c[n, n] = 1.0
+    return c
+
+
+def _held_out_error(w: torch.Tensor, fitted: torch.Tensor, stats: InputStats) -> float:
+    """``E||W r - W' x||^2`` on ``stats`` (``W``, ``W'`` with their bias columns, if any)."""
+    assert stats.ref_gram is not None
+    assert stats.ref_sum is not None
+    bias = fitted.shape[1] == stats.features + 1
+    _, h = augmented(w[:, :stats.features], w[:, -1] if bias else None, stats)
+    c = cross_augmented(stats, bias)
+    rows = max(stats.rows, 1)
+    n = stats.features
+    r = stats.ref_gram / rows
+    if bias:
+        r = torch.cat([torch.cat([r, (stats.ref_sum / rows)[:, None]], 1),
+                       torch.cat([stats.ref_sum / rows, torch.ones(1, dtype=torch.float64)])[None]], 0)
+    assert r.shape[0] == n + int(bias)
+    return float((w @ r * w).sum() - 2 * (w @ c * fitted).sum() + (fitted @ h * fitted).sum())
+
+
+def correct_to_reference(stats: dict[nn.Module, InputStats], damp: float = 0.1) -> list[nn.Module]:
+    """Re-fit consumers whose statistics have cross products with a reference pass, at full width, to
+    reproduce the reference output from their current inputs (``W <- (W C + l W)(H + l I)^-1``, bias
+    included), where that generalises; then drop the cross products.
+
+    A correction is an ``F x F`` fit; with few calibration rows per input feature it fits noise (the
+    unpredictable part of the upstream error) and does worse than no correction on new data. So each consumer
+    is checked by two-fold cross-validation over its calibration batches (:attr:`InputStats.fold`): the
+    correction fitted on one half must lower the error to the reference on the other half, both ways, else the
+    consumer is left as it is. Without a fold (one batch) nothing is corrected.
+
+    Afterwards a corrected consumer's own output on its current inputs is the best estimate of the reference
+    output, so criteria and later re-fits that reason about the consumer's own output reason about the
+    reference: removing units and re-fitting to ``W x`` reaches the same optimum as re-fitting to the reference
+    directly (the least-squares residual is orthogonal to ``x``). All writes are one transaction.
+
+    Returns:
+        the modules corrected.
+    """
+    new: list[tuple[nn.Module, torch.Tensor, torch.Tensor | None]] = []
+    for m, st in stats.items():
+        spec = consumer_spec(m)
+        halves = st.split() if st.cross is not None else None
+        if halves is None or spec is None:
+            continue
+        mod: Any = m
+        bias = mod.bias if isinstance(getattr(mod, "bias", None), torch.Tensor) else None
+        w = weight_matrix(m, spec).double().cpu()
+        b = None if bias is None else bias.detach().double().cpu()
+        if w.shape[1] != st.features:
+            continue
+        full = torch.arange(st.features)
+        wa = w if b is None else torch.cat([w, b[:, None]], 1)
+        kept_err = fitted_err = 0.0
+        for fit_on, check_on in (halves, halves[::-1]):
+            sol, sb = least_squares_refit(w, b, fit_on, full, damp)
+            fitted = sol if sb is None else torch.cat([sol, sb[:, None]], 1)
+            fitted_err += _held_out_error(wa, fitted, check_on)
+            kept_err += _held_out_error(wa, wa, check_on)
+        if not fitted_err < kept_err:
+            continue
+        sol, sb = least_squares_refit(w, b, st, full, damp)
+        if not bool(torch.isfinite(sol).all()):
+            raise PruningError(f"the least-squares correction of {type(m).__name__} is not finite")
+        new.append((m, write_weight_matrix(m, spec, sol),
+                    None if sb is None or bias is None else sb.to(dtype=bias.dtype, device=bias.device)))
+    with Transaction() as tx:
+        for m, weight, nb in new:
+            mod = m
+            tx.set_data(mod.weight, weight)
+            if nb is not None:
+                tx.set_data(mod.bias, nb)
+    for st in stats.values():
+        st.drop_reference()
+    return [m for m, _, _ in new]
 
 
 @dataclasses.dataclass(eq=False)

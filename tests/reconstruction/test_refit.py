@@ -120,6 +120,8 @@ def test_sequential_reconstruction_of_every_block_and_the_residual_stream():
     pruner.step()
     rep = pruner.reconstruction[-1]
     assert rep.blocks == 3
+    assert rep.stages >= 1  # the residual stream lies outside the blocks
+    assert rep.rechosen > 0  # units chosen on the statistics of the already pruned blocks
     assert "lm_head" in rep.refitted  # a reader of the pruned residual stream
     for k in range(3):
         for name in ("self_attn.q_proj", "self_attn.o_proj", "mlp.down_proj"):

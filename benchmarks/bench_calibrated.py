@@ -344,11 +344,15 @@ Measured on {platform.machine()}, torch {torch.__version__}, torch-pruning {peer
 
 Method: `benchmarks/bench_calibrated.py` (`make bench-calibrated`). No model is fine-tuned; calibration data never
 overlaps evaluation data. *anyprune OBS + reconstruction* is `MetaPruner(..., importance=OBSImportance(),
-calibration=data, reconstruct=True)`: units are ranked by the structured optimal-brain-surgeon cost (the relative
-output error of each consumer after removing the unit and re-fitting the kept weights), then removed, and every
-consumer of the removed units is re-fitted by damped least squares on the calibration Gram matrix, one block at a
-time where the model is a chain of blocks (decoder layers), so that each block is re-fitted on the outputs of the
-already pruned blocks before it. *uniform*: every group loses the same fraction; *global*: one ranking of all
+calibration=data, reconstruct=True)` with the default `reconstruction_target="auto"`: units are ranked by the
+structured optimal-brain-surgeon cost (the relative output error of each consumer after removing the unit and
+re-fitting the kept weights), then removed, and every consumer of the removed units is re-fitted by damped least
+squares on the calibration Gram matrix, in the order the data flows: one block at a time along a chain of blocks
+(decoder layers, MobileNetV2's `features`), stage by stage for the groups outside it (a plain CNN's channels, the
+residual channels between MobileNetV2's blocks), so that each layer is re-fitted on the outputs of the already
+pruned layers before it and the units of each group are chosen on the statistics met at its turn. Outside the
+chain each consumer is first corrected toward the dense model's output at that layer where a two-fold
+cross-validation over the calibration batches says the correction generalises. *uniform*: every group loses the same fraction; *global*: one ranking of all
 units on the calibrated costs (`global_pruning=True`) with `max_pruning_ratio` as the cap per group, so layers lose
 different fractions. *torch-pruning Taylor* is torch-pruning's `TaylorImportance` on the gradients of
 the same calibration data, restricted to the same groups (interactive steps). SmolLM2-135M: {args.calib_seqs} × 256

@@ -74,6 +74,16 @@ def run_batch(model: nn.Module, batch: Any, forward_fn: Callable | None, j: int 
                          "unpacked, a dict as keywords); pass forward_fn=lambda model, batch: ... otherwise") from err
 
 
+def run_hooked(model: nn.Module, batch: Any, forward_fn: Callable | None, handles: list[Any]) -> None:
+    """Run one batch without gradients, then remove the hook ``handles`` (also if the model raises)."""
+    try:
+        with torch.no_grad():
+            run_batch(model, batch, forward_fn)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def progress(iterable: Iterable, total: int, desc: str, enabled: bool) -> Iterable:
     """``tqdm`` over ``iterable`` when ``enabled`` and tqdm is installed (on stderr, not kept)."""
     if not enabled:
@@ -191,12 +201,7 @@ class BlockRunner:
                 events.append(("out", k, _output_hidden(out)))
             handles.append(b.register_forward_pre_hook(pre, with_kwargs=True))
             handles.append(b.register_forward_hook(post, with_kwargs=True))
-        try:
-            with torch.no_grad():
-                run_batch(model, batch, forward_fn)
-        finally:
-            for h in handles:
-                h.remove()
+        run_hooked(model, batch, forward_fn, handles)
         expected = [(kind, k) for k in range(len(blocks)) for kind in ("in", "out")]
         if [(kind, k) for kind, k, _ in events] != expected or any(t is None for _, _, t in events):
             return False

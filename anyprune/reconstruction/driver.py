@@ -14,7 +14,7 @@ from torch import nn
 
 from ..calibration import InputStats, StatsCollector, consumer_spec, stream_statistics
 from ..calibration import evaluating as _evaluating
-from ..calibration.runner import BlockRunner, find_blocks, module_block, progress, run_batch, twins
+from ..calibration.runner import BlockRunner, find_blocks, module_block, progress, run_batch, run_hooked, twins
 from ..errors import ConfigError
 from ..groups.group import ParamSlice
 from .batchnorm import reestimate_batchnorm
@@ -66,13 +66,7 @@ def _stages(model: nn.Module, todo: list[tuple[Any, torch.Tensor]], batch: Any, 
     def seen(m: nn.Module, _args: Any) -> None:
         order.setdefault(m, len(order))
 
-    handles = [m.register_forward_pre_hook(seen) for m in consumers]
-    try:
-        with torch.no_grad():
-            run_batch(model, batch, forward_fn)
-    finally:
-        for h in handles:
-            h.remove()
+    run_hooked(model, batch, forward_fn, [m.register_forward_pre_hook(seen) for m in consumers])
     keyed = [(min((order[m] for m in _consumers(g) if m in order), default=-1), g, idx) for g, idx in todo]
     positions = sorted({p for p, _, _ in keyed})
     rank = {p: i * max_stages // max(len(positions), 1) for i, p in enumerate(positions)}

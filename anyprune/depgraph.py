@@ -59,6 +59,7 @@ class DependencyGraph:
         self._module_outputs: dict[nn.Module, list[tuple]] = {}
         self._example: tuple[Any, Callable | None, Callable | None] | None = None
         self._step: tuple[Transaction, list[Callable[[], None]]] | None = None
+        self._pending_model_update = False  # whole-model updaters put off inside transaction()
         self._registered_pruners: dict[type, Any] = {}
 
     # ------------------------------------------------------------ state
@@ -539,7 +540,8 @@ class DependencyGraph:
         else:  # inside transaction(): the edits join it, and so does the graph's bookkeeping
             tx, undo = self._step
             apply_removal(table, slices, bindings, removed, tx)
-            self._attrs.apply(counts, tx)
+            self._attrs.apply(counts, tx, model_level=False)  # whole-model updaters: once, at flush_updates()
+            self._pending_model_update = True
             shapes = [(s.value, s.value.shape) for s in slices if isinstance(s, ParamSlice)]
             n_history = len(self._history)
             undo.append(lambda: self._undo_prune(counts, shapes, n_history))
@@ -591,8 +593,10 @@ class DependencyGraph:
             if config is not None and hasattr(config, "__dict__"):
                 tx.snapshot_object(config)
         self._step = (tx, undo)
+        self._pending_model_update = False
         try:
             yield
+            self.flush_updates()
         except BaseException:
             tx.rollback()
             for f in reversed(undo):
@@ -602,6 +606,14 @@ class DependencyGraph:
             tx.commit()
         finally:
             self._step = None
+
+    def flush_updates(self) -> None:
+        """Run the whole-model attribute updaters (a Hugging Face config's sizes) that pruning inside
+        :meth:`transaction` has put off: they run once per transaction rather than once per group. Called at the
+        end of the transaction and by :meth:`verify`; call it before reading the config mid-transaction."""
+        if self._step is not None and self._pending_model_update:
+            self._attrs.apply_model_level(self._step[0])
+            self._pending_model_update = False
 
     def lint(self) -> None:
         """Check the graph against the model: every parameter slice's layout has the tensor's current size.
@@ -627,6 +639,7 @@ class DependencyGraph:
         line that no longer fits, or the output whose shape changed. Returns the output shapes.
         """
         self._require_built()
+        self.flush_updates()
         from .errors import TraceError, VerificationError
 
         assert self._example is not None

@@ -154,8 +154,9 @@ class AttributeSync:
             )
 
     # ----------------------------------------------------------- apply
-    def apply(self, removed_counts: dict[int, int], tx) -> list[tuple[Any, str, Any]]:
-        """Run the updaters touched by a step that removes ``removed_counts`` (atom -> count)."""
+    def apply(self, removed_counts: dict[int, int], tx, model_level: bool = True) -> list[tuple[Any, str, Any]]:
+        """Run the updaters touched by a step that removes ``removed_counts`` (atom -> count); with
+        ``model_level=False`` only the per-module ones (see :meth:`apply_model_level`)."""
         if not self.modules and not self.model_level:
             return []
         touched = set(removed_counts)
@@ -164,8 +165,16 @@ class AttributeSync:
             if touched.isdisjoint(self.atoms_of.get(name, ())):
                 continue
             changes.extend(self._write(m, up.update(m, self._sizes(name, m, removed_counts)), tx))
+        if model_level:
+            changes.extend(self.apply_model_level(tx, removed_counts))
+        return changes
+
+    def apply_model_level(self, tx, removed_counts: dict[int, int] | None = None) -> list[tuple[Any, str, Any]]:
+        """Run the whole-model updaters (e.g. a Hugging Face config) for the sizes after ``removed_counts``
+        (default: the sizes now). Within a step they run once, after all its groups, not once per group."""
+        changes: list[tuple[Any, str, Any]] = []
         for name, m, up in self.model_level:
-            changes.extend(self._write(m, up.update(m, self._sizes(name, m, removed_counts)), tx))
+            changes.extend(self._write(m, up.update(m, self._sizes(name, m, removed_counts or {})), tx))
         return changes
 
     @staticmethod

@@ -339,6 +339,7 @@ class MetaPruner:
         self.reconstruction_damp = float(damp)
         self.reconstruction_target = str(target)
         self.reconstruction: list[ReconstructionReport] = []
+        self._deferring = False  # this step plans counts only; the reconstruction chooses the units
 
     @staticmethod
     def _module_ids(model: nn.Module) -> set[int]:
@@ -577,7 +578,12 @@ class MetaPruner:
 
     def _score_all(self, targets: list[tuple[Group, float, Any]]) -> list[tuple[Group, float, Any, torch.Tensor]]:
         out = []
+        can_score = getattr(self.importance, "can_score", None) if self._deferring else None
         for g, ratio, key in targets:
+            if can_score is not None:  # scores chosen later, at each group's turn (_defers_scoring)
+                if can_score(g):
+                    out.append((g, ratio, key, torch.zeros(g.size)))
+                continue
             s = self._scores(g)
             if s is not None:
                 out.append((g, ratio, key, s))
@@ -672,18 +678,19 @@ class MetaPruner:
         """Whether scores are only needed to choose units, which the sequential reconstruction does anyway on the
         statistics it meets at each group's turn: then the counts are planned without a calibration pass."""
         return (not interactive and self.reconstruct and self.sequential and self.calibration is not None
-                and not self.global_pruning and self._absolute_targets == (None, None)
-                and getattr(self.importance, "needs_calibration", False)
+                and not self.global_pruning and getattr(self.importance, "needs_calibration", False)
                 and callable(getattr(self.importance, "score_with", None))
                 and callable(getattr(self.importance, "can_score", None)))
 
     def _plan(self, step: int, interactive: bool = False) -> list[_Plan]:
         groups = self._groups()
-        defer = self._defers_scoring(interactive)
-        if defer:
-            can_score = getattr(self.importance, "can_score")
-            scored = [(g, r, key, torch.zeros(g.size)) for g, r, key in self._targets(groups, step) if can_score(g)]
-            counts = self._counts(scored)
+        self._deferring = defer = self._defers_scoring(interactive)
+        if defer:  # local ranking: the counts (also those a budget search finds) do not depend on the scores
+            if self._absolute_targets != (None, None):
+                scored, counts = self._plan_budget(groups, step)
+            else:
+                scored = self._score_all(self._targets(groups, step))
+                counts = self._counts(scored)
             return [_Plan(g, torch.arange(n), deferred=True) for (g, *_), n in zip(scored, counts) if n > 0]
         if self.calibration is not None and getattr(self.importance, "needs_calibration", False):
             calibrate = getattr(self.importance, "calibrate")

@@ -50,3 +50,36 @@ def test_a_config_that_cannot_describe_the_model_is_left_alone_with_a_warning(tm
     again = tp.load_pruned(_build("gptj"), tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(_out(again(x)), _out(model(x)))
+
+
+def test_the_model_level_updater_runs_once_per_transaction():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                                   num_attention_heads=4, num_key_value_heads=2)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    ids = torch.randint(0, 64, (1, 6))
+    dg = tp.DependencyGraph().build_dependency(model, ids, output_transform=lambda o: o.logits)
+    calls = []
+    name, module, up = dg._attrs.model_level[0]
+
+    class Counting:
+        model_level = True
+
+        def update(self, m, sizes):
+            calls.append(m)
+            return up.update(m, sizes)
+
+    dg._attrs.model_level[0] = (name, module, Counting())
+    downs = [layer.mlp.down_proj for layer in model.model.layers]
+    mlps = [g for g in dg.groups() if g.size == 48 and any(s.module in downs for s in g.slices)]
+    assert len(mlps) == 3
+    with dg.transaction():
+        for g in mlps:
+            g.prune(list(range(16)))
+        assert calls == []  # put off while the transaction runs
+        assert model.config.intermediate_size == 48
+    assert calls == [model]
+    assert model.config.intermediate_size == 32
+    assert config_matches(model)
+    dg.groups()[0].prune([0])  # outside a transaction: at once, as before
+    assert len(calls) == 2

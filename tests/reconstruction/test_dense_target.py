@@ -40,7 +40,9 @@ def test_cross_products_fold_and_split_are_sums_over_rows():
     torch.testing.assert_close(rest.gram + fold.gram, st.gram, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(rest.cross + fold.cross, st.cross, rtol=1e-12, atol=1e-12)
     st.drop_reference()
-    assert st.cross is None and st.fold is None and st.split() is None
+    assert st.cross is None
+    assert st.fold is None
+    assert st.split() is None
 
 
 @pytest.mark.parametrize("with_bias", [True, False])
@@ -209,7 +211,7 @@ def test_stages_without_a_chain_of_blocks():
 def test_rescore_chooses_units_on_the_statistics_met_at_the_groups_turn():
     data = torch.randn(64, 2, 4, 4, dtype=torch.float64)
     model = _cnn()
-    plans, imp = _plans(model, data)
+    plans, _ = _plans(model, data)
     seen = []
 
     def rescore(group, stats):

@@ -112,6 +112,36 @@ def _norm_fits(func: Callable, x: torch.Tensor, args: tuple, kwargs: dict) -> bo
     return all(t is None or tuple(t.shape) == shape for t in tensors)
 
 
+def _sdpa(query: Any, key: Any, value: Any, attn_mask: Any = None, dropout_p: float = 0.0, is_causal: bool = False,
+          scale: Any = None, enable_gqa: bool = False) -> torch.Tensor | None:
+    """``[..., L, Ev]`` for ``scaled_dot_product_attention`` (whose meta path otherwise runs the Python math
+    decomposition); ``None`` for anything the kernel might reject, so that it runs and says why."""
+    q, k, v = query, key, value
+    if not all(isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype == q.dtype for t in (q, k, v)):
+        return None
+    if not q.ndim == k.ndim == v.ndim >= 3 or q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        return None
+    if q.shape[:-3] != k.shape[:-3] or k.shape[:-2] != v.shape[:-2]:
+        return None
+    if enable_gqa:
+        if q.shape[-3] % k.shape[-3]:
+            return None
+    elif q.shape[-3] != k.shape[-3]:
+        return None
+    if not isinstance(dropout_p, (int, float)) or not isinstance(is_causal, bool):
+        return None
+    if scale is not None and not isinstance(scale, (int, float)):
+        return None
+    scores = (*q.shape[:-1], k.shape[-2])
+    if attn_mask is not None:
+        if is_causal or not isinstance(attn_mask, torch.Tensor) or attn_mask.ndim > len(scores) or \
+                (attn_mask.dtype != torch.bool and attn_mask.dtype != q.dtype):
+            return None
+        if _broadcast(attn_mask.shape, torch.Size(scores)) != list(scores):
+            return None
+    return torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device="meta")
+
+
 def fast_meta_result(func: Callable, args: tuple, kwargs: dict) -> torch.Tensor | None:
     """A meta tensor with the result's shape and dtype, or ``None`` when the op is not covered.
 
@@ -191,6 +221,8 @@ def fast_meta_result(func: Callable, args: tuple, kwargs: dict) -> torch.Tensor 
             else:
                 return None
             return torch.empty([*x.shape[:2], *out], dtype=x.dtype, device="meta")
+        if func is F.scaled_dot_product_attention:
+            return _sdpa(*args, **kwargs)
         n = _ADAPTIVE.get(func)
         if n is not None:
             x = args[0]

@@ -26,6 +26,13 @@ CASES = [
     (torch.Tensor.mul, (torch.randn(3, 1, 7), torch.randn(2, 1, 9, 1)), {}),
     (F.batch_norm, (x4, torch.zeros(3), torch.ones(3)), {}),
     (F.relu, (x4,), {"inplace": True}),
+    (F.scaled_dot_product_attention, (torch.randn(2, 4, 5, 8), torch.randn(2, 4, 7, 8), torch.randn(2, 4, 7, 6)), {}),
+    (F.scaled_dot_product_attention, (torch.randn(2, 6, 5, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 3)),
+     {"enable_gqa": True, "is_causal": True, "scale": 0.3}),
+    (F.scaled_dot_product_attention, (torch.randn(3, 5, 8), torch.randn(3, 7, 8), torch.randn(3, 7, 8)),
+     {"attn_mask": torch.randn(5, 7)}),
+    (F.scaled_dot_product_attention, (torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4)),
+     {"attn_mask": torch.ones(1, 1, 5, 5, dtype=torch.bool), "dropout_p": 0.0}),
 ]
 
 
@@ -44,6 +51,22 @@ def test_fast_meta_shape_matches_real(func, args, kwargs):
 def test_uncovered_ops_fall_through():
     assert fast_meta_result(torch.topk, (x4.to("meta"), 2), {}) is None
     assert fast_meta_result(torch.Tensor.add, (x4.to("meta").long(), 1), {}) is None
+
+
+@pytest.mark.parametrize(("q", "k", "v", "kwargs"), [
+    ((2, 4, 5, 8), (2, 4, 7, 6), (2, 4, 7, 6), {}),  # q and k widths differ
+    ((2, 4, 5, 8), (2, 4, 7, 8), (2, 4, 6, 8), {}),  # k and v lengths differ
+    ((2, 6, 5, 8), (2, 4, 5, 8), (2, 4, 5, 8), {"enable_gqa": True}),  # 6 heads over 4 key heads
+    ((2, 6, 5, 8), (2, 2, 5, 8), (2, 2, 5, 8), {}),  # grouped heads without enable_gqa
+    ((2, 4, 5, 8), (2, 4, 5, 8), (2, 4, 5, 8), {"attn_mask": (5, 6)}),  # mask of the wrong length
+    ((2, 4, 5, 8), (2, 4, 5, 8), (2, 4, 5, 8), {"attn_mask": (5, 5), "is_causal": True}),
+])
+def test_attention_shapes_the_kernel_rejects_fall_through(q, k, v, kwargs):
+    kw = {key: torch.empty(val, device="meta") if key == "attn_mask" else val for key, val in kwargs.items()}
+    args = tuple(torch.empty(s, device="meta") for s in (q, k, v))
+    assert fast_meta_result(F.scaled_dot_product_attention, args, kw) is None
+    with pytest.raises(RuntimeError):  # the meta kernel, which then runs, says why
+        F.scaled_dot_product_attention(*args, **kw)
 
 
 @pytest.mark.parametrize(("model", "x", "match"), [

@@ -42,6 +42,12 @@ _BINARY: set = {
     torch.sub, _T.div, _T.__truediv__, torch.div,
 }
 
+# one tensor in, the same shape and dtype out (no other argument)
+_UNARY: set = {torch.neg, _T.neg, _T.__neg__, torch.rsqrt, _T.rsqrt, torch.exp, _T.exp, torch.sqrt, _T.sqrt,
+               torch.abs, _T.abs, _T.__abs__, torch.reciprocal, _T.reciprocal}
+_POW: set = {torch.pow, _T.pow, _T.__pow__}
+_MEAN: set = {torch.mean, _T.mean}
+
 _CONV = {torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3}
 _ADAPTIVE = {F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2, F.adaptive_avg_pool3d: 3,
              torch.adaptive_avg_pool1d: 1}
@@ -142,6 +148,23 @@ def _sdpa(query: Any, key: Any, value: Any, attn_mask: Any = None, dropout_p: fl
     return torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device="meta")
 
 
+def _mean(x: Any, dim: Any = None, keepdim: bool = False) -> torch.Tensor | None:
+    """The shape of ``x.mean(dim, keepdim)`` (float tensors, no dtype argument)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or not isinstance(keepdim, bool):
+        return None
+    if dim is None:
+        return None if keepdim else torch.empty((), dtype=x.dtype, device="meta")
+    dims = (dim,) if isinstance(dim, int) and not isinstance(dim, bool) else tuple(dim)
+    if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and -x.ndim <= d < x.ndim for d in dims):
+        return None
+    axes = {d % x.ndim for d in dims}
+    if len(axes) != len(dims):
+        return None
+    shape = [1 if i in axes else n for i, n in enumerate(x.shape)] if keepdim else \
+        [n for i, n in enumerate(x.shape) if i not in axes]
+    return torch.empty(shape, dtype=x.dtype, device="meta")
+
+
 def fast_meta_result(func: Callable, args: tuple, kwargs: dict) -> torch.Tensor | None:
     """A meta tensor with the result's shape and dtype, or ``None`` when the op is not covered.
 
@@ -223,6 +246,17 @@ def fast_meta_result(func: Callable, args: tuple, kwargs: dict) -> torch.Tensor 
             return torch.empty([*x.shape[:2], *out], dtype=x.dtype, device="meta")
         if func is F.scaled_dot_product_attention:
             return _sdpa(*args, **kwargs)
+        if func in _UNARY or func in _POW:
+            x = args[0] if args else None
+            if not isinstance(x, torch.Tensor) or not x.is_floating_point() or kwargs:
+                return None
+            if func in _UNARY and len(args) != 1:
+                return None
+            if func in _POW and (len(args) != 2 or isinstance(args[1], bool) or not isinstance(args[1], (int, float))):
+                return None
+            return torch.empty(x.shape, dtype=x.dtype, device="meta")
+        if func in _MEAN:
+            return _mean(*args, **kwargs)
         n = _ADAPTIVE.get(func)
         if n is not None:
             x = args[0]

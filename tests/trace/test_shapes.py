@@ -26,6 +26,13 @@ CASES = [
     (torch.Tensor.mul, (torch.randn(3, 1, 7), torch.randn(2, 1, 9, 1)), {}),
     (F.batch_norm, (x4, torch.zeros(3), torch.ones(3)), {}),
     (F.relu, (x4,), {"inplace": True}),
+    (torch.Tensor.pow, (x4, 2), {}),
+    (torch.Tensor.__pow__, (x4, 0.5), {}),
+    (torch.neg, (x4,), {}),
+    (torch.Tensor.rsqrt, (x4.abs(),), {}),
+    (torch.Tensor.mean, (x4, -1), {"keepdim": True}),
+    (torch.mean, (x4, (1, 3)), {}),
+    (torch.Tensor.mean, (x4,), {}),
     (F.scaled_dot_product_attention, (torch.randn(2, 4, 5, 8), torch.randn(2, 4, 7, 8), torch.randn(2, 4, 7, 6)), {}),
     (F.scaled_dot_product_attention, (torch.randn(2, 6, 5, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 3)),
      {"enable_gqa": True, "is_causal": True, "scale": 0.3}),
@@ -51,6 +58,12 @@ def test_fast_meta_shape_matches_real(func, args, kwargs):
 def test_uncovered_ops_fall_through():
     assert fast_meta_result(torch.topk, (x4.to("meta"), 2), {}) is None
     assert fast_meta_result(torch.Tensor.add, (x4.to("meta").long(), 1), {}) is None
+    meta = x4.to("meta")
+    assert fast_meta_result(torch.Tensor.mean, (meta, 4), {}) is None  # out of range: the kernel raises
+    assert fast_meta_result(torch.Tensor.mean, (meta, (1, -3)), {}) is None  # the same dim twice
+    assert fast_meta_result(torch.Tensor.mean, (meta, -1), {"dtype": torch.float64}) is None
+    assert fast_meta_result(torch.Tensor.pow, (meta, meta), {}) is None  # a tensor exponent broadcasts
+    assert fast_meta_result(torch.neg, (meta,), {"out": meta}) is None
 
 
 @pytest.mark.parametrize(("q", "k", "v", "kwargs"), [

@@ -817,7 +817,9 @@ class MetaPruner:
             raise
         if report is not None:
             self.reconstruction.append(report)
-        result = PruneResult(step=self.current_step, groups_pruned=len(plans), indices_pruned=n,
+            n -= report.skipped_units
+        result = PruneResult(step=self.current_step, groups_pruned=len(plans) - (report.skipped if report else 0),
+                             indices_pruned=n,
                              params_before=self.base_params,
                              params_after=sum(p.numel() for p in self.model.parameters()),
                              target_macs=self._absolute_targets[0], target_params=self._absolute_targets[1])

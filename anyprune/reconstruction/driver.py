@@ -36,6 +36,7 @@ class ReconstructionReport:
     corrected: list[str] = dataclasses.field(default_factory=list)  # consumers re-fitted to the dense reference
     rechosen: int = 0  # units chosen again on the statistics at the group's turn (rescore)
     skipped: int = 0  # deferred groups left unpruned (no statistics to choose their units)
+    skipped_units: int = 0  # the units those groups would have lost
     batchnorm_layers: int = 0  # batch-norm layers re-estimated
 
 
@@ -192,6 +193,7 @@ def prune_and_reconstruct(model: nn.Module, plans: list[tuple[Any, torch.Tensor]
                         idx, placeholder = new, False
                 if placeholder:  # no statistics reached this group's consumers: leave it (as its criterion would)
                     report.skipped += 1
+                    report.skipped_units += int(idx.numel())
                     continue
                 chosen.append((group, idx))
             for group, idx in chosen:

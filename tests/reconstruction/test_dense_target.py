@@ -224,6 +224,31 @@ def test_rescore_chooses_units_on_the_statistics_met_at_the_groups_turn():
     assert [model[0].out_channels, model[2].out_channels, model[4].out_channels] == [4, 4, 3]
 
 
+def test_deferred_groups_that_cannot_be_scored_are_left_alone():
+    data = torch.randn(64, 2, 4, 4, dtype=torch.float64)
+    model = _cnn()
+    plans, _ = _plans(model, data)
+    first = plans[0][0]
+    rep = prune_and_reconstruct(model, plans, list(data.split(16)), deferred=[g for g, _ in plans],
+                                rescore=lambda g, st: None if g is first else -torch.arange(g.size).double())
+    assert (rep.skipped, rep.skipped_units) == (1, 4)
+    assert [model[0].out_channels, model[2].out_channels, model[4].out_channels] == [8, 4, 3]
+    with pytest.raises(ConfigError, match="rescore"):
+        prune_and_reconstruct(model, [], [data], deferred=[first])
+
+
+def test_uniform_plans_need_no_scoring_pass():
+    data = torch.randn(32, 2, 4, 4, dtype=torch.float64)
+    model = _cnn()
+    imp = tp.importance.OBSImportance()
+    pr = tp.pruner.MetaPruner(model, data[:1], importance=imp, pruning_ratio=0.5, ignored_layers=[model[7]],
+                              calibration=list(data.split(8)), reconstruct=True)
+    result = pr.step()
+    assert not imp._calibrated  # units were chosen by the reconstruction, at each group's turn
+    assert (result.groups_pruned, result.indices_pruned) == (3, 11)
+    assert [model[0].out_channels, model[2].out_channels, model[4].out_channels] == [4, 4, 3]
+
+
 def test_metapruner_and_config_take_the_target():
     data = torch.randn(32, 2, 4, 4, dtype=torch.float64)
     model = _cnn()

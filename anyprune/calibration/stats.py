@@ -195,9 +195,10 @@ class StatsCollector:
             self._kept.clear()
             self._batches += 1
 
-    def _features(self, module: nn.Module, x: torch.Tensor) -> tuple[Any, Any]:
-        """``(features, shared)``: the input as feature rows, and what another consumer already made of the
-        same tensor in this pass (or ``None``)."""
+    def _lookup(self, module: nn.Module, x: torch.Tensor) -> tuple[Any, Any]:
+        """``(key, shared)``: the key of ``module`` reading ``x`` in this phase, and what another consumer already
+        made of the same tensor (reference phase: its features; model phase: ``(stats, features, reference
+        features)``), or ``None``."""
         spec = self.specs[module]
         key = (id(x), x._version, self.phase, spec, getattr(module, "kernel_size", None),
                getattr(module, "stride", None), getattr(module, "padding", None), getattr(module, "dilation", None))
@@ -210,7 +211,7 @@ class StatsCollector:
             return
         x = args[0]
         spec = self.specs[module]
-        key, shared = self._features(module, x)
+        key, shared = self._lookup(module, x)
         if phase == "reference":
             feats = shared if shared is not None else input_features(hooked, spec, x)
             self._kept.setdefault(module, []).append(feats)

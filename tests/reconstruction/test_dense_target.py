@@ -112,11 +112,12 @@ def test_block_stream_forks_a_reference_when_a_block_changes():
         def __init__(self):
             super().__init__()
             self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(5, 5), nn.Tanh()) for _ in range(3))
+            self.head = nn.Linear(5, 2)
 
         def forward(self, x):
             for b in self.blocks:
                 x = b(x)
-            return x
+            return self.head(x)
 
     model = Net().double()
     dense = copy.deepcopy(model)
@@ -131,11 +132,15 @@ def test_block_stream_forks_a_reference_when_a_block_changes():
         return False
 
     with torch.no_grad():
-        stream_statistics(model, data, [b[0] for b in model.blocks], on_stats=lambda st, k: got.update(st),
-                          before_advance=before_advance, reference=True)
+        stream_statistics(model, data, [*(b[0] for b in model.blocks), model.head],
+                          on_stats=lambda st, k: got.update(st), before_advance=before_advance, reference=True)
         x = torch.cat(data)
         cur = model.blocks[0](x)
         ref = dense.blocks[0](x)
+        last, ref_last = model.blocks[2](model.blocks[1](cur)), dense.blocks[2](dense.blocks[1](ref))
+    head = got[model.head]  # after the last block: the reference outputs replayed through the tail
+    torch.testing.assert_close(head.gram, last.t() @ last, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(head.cross, ref_last.t() @ last, rtol=1e-10, atol=1e-10)
     st = got[model.blocks[1][0]]
     torch.testing.assert_close(st.gram, cur.t() @ cur, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(st.cross, ref.t() @ cur, rtol=1e-10, atol=1e-10)

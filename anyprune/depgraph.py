@@ -24,7 +24,7 @@ from .functional import PruningFunction, handler_for, prune_parameter_out_channe
 from .groups.group import Dependency, Group, GroupIndex, LeafSlice, Node, ParamSlice
 from .integrations.registry import extra_root_types, managed_types
 from .trace.opgraph import OpGraph
-from .trace.recorder import paused_gc, raised_at, trace
+from .trace.recorder import MetaShadow, paused_gc, raised_at, to_meta, trace
 
 __all__ = ["DependencyGraph", "DEFAULT_ROOT_TYPES"]
 
@@ -100,6 +100,7 @@ class DependencyGraph:
         customized_pruners: dict[type, Any] | None = None,
         ignored_layers: Iterable | None = None,
         verbose: bool = True,
+        check_groups: bool = True,
     ) -> DependencyGraph:
         """Trace ``model`` on ``example_inputs`` and build its dimension graph.
 
@@ -115,6 +116,10 @@ class DependencyGraph:
                 ``prune_out_channels``, ``prune_in_channels``, ``get_out_channels``, ``get_in_channels``.
             ignored_layers: modules, module types or parameters whose output dims must not be pruned.
             verbose: kept for compatibility; warnings are never silenced by it.
+            check_groups: try every group on meta twins of the parameters (shapes only, all groups at once)
+                and pin those whose pruning breaks the forward pass, so that only working groups are offered
+                (see :meth:`check_groups`). Models that need real values to run are not tried here; call
+                :meth:`check_groups` for them.
 
         Returns:
             ``self``.
@@ -127,6 +132,8 @@ class DependencyGraph:
         with paused_gc():
             self._build(model, example_inputs, forward_fn, output_transform, unwrapped_parameters, customized_pruners,
                         ignored_layers)
+            if check_groups:
+                self.check_groups([g for g in self.get_all_groups(root_module_types=None) if self._shapes_checkable(g)])
         return self
 
     def _build(self, model, example_inputs, forward_fn, output_transform, unwrapped_parameters, customized_pruners,
@@ -446,6 +453,11 @@ class DependencyGraph:
         (:meth:`verify`) and undo everything; return the error if pruning broke the forward pass, else ``None``.
         The model and the graph are left exactly as they were either way."""
         self._require_built()
+        self._check_group(group, "try_prune")
+        return self._attempt(lambda: group.prune(list(range(group.size // 2)) if idxs is None else idxs))
+
+    def _attempt(self, edit: Callable[[], None], on_meta: bool = False) -> str | None:
+        """Run ``edit`` and a re-trace inside :meth:`transaction`, undo both, and return the error (or ``None``)."""
         from .errors import AnyPruneError
 
         class _Undo(Exception):
@@ -453,9 +465,9 @@ class DependencyGraph:
 
         try:
             with self.transaction():
-                group.prune(list(range(group.size // 2)) if idxs is None else idxs)
+                edit()
                 with torch.no_grad():
-                    self.verify()
+                    self._retrace(None, on_meta=on_meta)
                 raise _Undo
         except _Undo:
             return None
@@ -463,34 +475,77 @@ class DependencyGraph:
             return f"{type(err).__name__}: {err}"
 
     def check_groups(self, groups: Iterable[Group] | None = None) -> list[tuple[Group, str]]:
-        """Try each group and pin those whose pruning breaks the forward pass (a safety net).
+        """Try groups on the model and pin those whose pruning breaks the forward pass (the safety net).
 
-        Each group loses half of its units inside :meth:`transaction`, the example inputs are re-traced
-        (:meth:`verify`) and everything is undone. Groups of the same structure (module types, parameter
-        shapes and group size, e.g. the same group in identical layers) are tried once. The atoms of a group
-        that fails are pinned with the error as their reason, so later ``get_all_groups`` calls do not offer
-        it. Returns the failing groups with their errors.
+        :meth:`build_dependency` runs this on every group it can offer (``check_groups=True``), so
+        :meth:`get_all_groups` only offers groups whose pruning keeps the model running. Where the model traces
+        on the meta device, all groups are tried at once, shapes only: each loses some of its units (a different
+        number per group, so that no two mismatches cancel out) on meta twins of the parameters, the example
+        inputs are re-traced and everything is undone; a failing set is halved until the groups that break the
+        forward are found. Other groups (customized layers, models that need real values to run) lose half of
+        their units on the real model inside :meth:`transaction`, once per structure (module types, parameter
+        shapes and group size, e.g. the same group in identical layers). The atoms of a failing group are pinned
+        with the error as their reason. The model and its attributes are left exactly as they were.
 
         Args:
-            groups: the groups to try (default: ``get_all_groups()``).
+            groups: the groups to try (default: every group ``get_all_groups(root_module_types=None)`` offers).
+
+        Returns:
+            The failing groups with their errors.
         """
         self._require_built()
-        tried: dict[tuple, str | None] = {}
-        failed: list[tuple[Group, str]] = []
-        for g in list(self.get_all_groups() if groups is None else groups):
+        table = self.dims.atoms
+        todo = []
+        for g in list(self.get_all_groups(root_module_types=None) if groups is None else groups):
             self._check_group(g, "check_groups")
-            if g.size < 2 or any(self.dims.atoms.pin_reason(a) is not None for a in g.atoms):
+            if g.size >= 2 and all(table.pin_reason(a) is None for a in g.atoms):
+                todo.append(g)
+        shapes_only = [g for g in todo if self._shapes_checkable(g)]
+        chosen = {id(g) for g in shapes_only}
+        failed = self._find_failing(shapes_only, {id(g): 1 + k % (g.size - 1) for k, g in enumerate(shapes_only)})
+        tried: dict[tuple, str | None] = {}
+        for g in todo:
+            if id(g) in chosen:
                 continue
             key = (g.size, tuple(sorted((type(s.module).__name__, getattr(s, "attr", ""), getattr(s, "dim", -1),
                                          tuple(s.tensor.shape) if isinstance(s, ParamSlice) else ())
                                         for s in g.slices)))
             if key not in tried:
                 tried[key] = self.try_prune(g)
-            if tried[key] is not None:
-                for a in g.atoms:
-                    self.dims.atoms.pin(("a", a), f"pruning it breaks the forward pass ({tried[key]})")
-                failed.append((g, str(tried[key])))
+            err = tried[key]
+            if err is not None:
+                failed.append((g, err))
+        for g, err in failed:
+            for a in g.atoms:
+                table.pin(("a", a), f"pruning it breaks the forward pass ({err})")
         return failed
+
+    def _shapes_checkable(self, g: Group) -> bool:
+        """Can ``g`` be tried shapes-only (one atom, no customized layer, a model that runs on meta)?"""
+        return self.ops.on_meta and len(g.atoms) == 1 and g._root_positions is None and \
+            not any(isinstance(s, LeafSlice) for s in g.slices)
+
+    def _find_failing(self, groups: list[Group], counts: dict[int, int]) -> list[tuple[Group, str]]:
+        """The groups among ``groups`` whose shapes-only trial fails (group testing by halving)."""
+        if not groups:
+            return []
+        err = self._shapes_trial(groups, counts)
+        if err is None:
+            return []
+        if len(groups) == 1:
+            return [(groups[0], err)]
+        mid = len(groups) // 2
+        return self._find_failing(groups[:mid], counts) + self._find_failing(groups[mid:], counts)
+
+    def _shapes_trial(self, groups: list[Group], counts: dict[int, int]) -> str | None:
+        removed: dict[int, torch.Tensor] = {}
+        for g in groups:
+            mask = torch.zeros(g.size, dtype=torch.bool)
+            mask[:counts[id(g)]] = True
+            removed[g.atoms[0]] = mask
+        modules = list({id(m): m for m in self.model.modules()}.values())
+        with MetaShadow(modules) as shadow:
+            return self._attempt(lambda: self._apply_removed(removed, None, False, shadow.twin), on_meta=True)
 
     def _root_for(self, a: int, types: tuple[type, ...] | None):
         table = self.dims.atoms
@@ -519,8 +574,13 @@ class DependencyGraph:
     def _prune_group(self, group: Group, idxs, record_history: bool = True) -> None:
         group.check_fresh()
         removed = group.removal(idxs)
-        if not removed:
-            return
+        if removed:
+            self._apply_removed(removed, group.root, record_history)
+
+    def _apply_removed(self, removed: dict[int, torch.Tensor], root, record_history: bool = True,
+                       resolve: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """Remove what ``removed`` marks (per atom) from the model; ``resolve`` redirects the cuts to stand-in
+        tensors (meta twins, for a shapes-only trial inside :meth:`transaction`)."""
         table = self.dims.atoms
         for a in removed:
             reason = table.pin_reason(a)
@@ -530,7 +590,6 @@ class DependencyGraph:
         slices = self.index.slices_of(atoms)
         bindings = self.index.bindings_of(atoms)
         counts = {a: int(m.sum()) for a, m in removed.items()}
-        root = group.root
         root_positions = table.removal_mask(root.layout, removed).nonzero().flatten().tolist() \
             if record_history else []
         if self._step is None:
@@ -539,7 +598,7 @@ class DependencyGraph:
                 self._attrs.apply(counts, tx)
         else:  # inside transaction(): the edits join it, and so does the graph's bookkeeping
             tx, undo = self._step
-            apply_removal(table, slices, bindings, removed, tx)
+            apply_removal(table, slices, bindings, removed, tx, resolve)
             self._attrs.apply(counts, tx, model_level=False)  # whole-model updaters: once, at flush_updates()
             self._pending_model_update = True
             shapes = [(s.value, s.value.shape) for s in slices if isinstance(s, ParamSlice)]
@@ -548,7 +607,7 @@ class DependencyGraph:
         table.shrink(counts)
         for s in slices:
             if isinstance(s, ParamSlice):
-                s.value.shape = tuple(s.tensor.shape)
+                s.value.shape = tuple((s.tensor if resolve is None else resolve(s.tensor)).shape)
         if record_history:
             name = root.fqn if isinstance(root, ParamSlice) else root.module_name
             self._history.append((name, getattr(root, "dim", getattr(root, "role", "")), root_positions))
@@ -639,15 +698,20 @@ class DependencyGraph:
         line that no longer fits, or the output whose shape changed. Returns the output shapes.
         """
         self._require_built()
+        return self._retrace(example_inputs)
+
+    def _retrace(self, example_inputs: Any, on_meta: bool = False) -> list[tuple[int, ...]]:
+        """:meth:`verify`; ``on_meta``: the parameters are meta twins, so the inputs become meta tensors too."""
         self.flush_updates()
         from .errors import TraceError, VerificationError
 
         assert self._example is not None
         inputs, forward_fn, transform = self._example
         given = example_inputs is not None
+        run_on = example_inputs if given else inputs
         try:
-            ops = trace(self.model, example_inputs if given else inputs, forward_fn, transform,
-                        leaf_modules=tuple(self.customized_pruners))
+            ops = trace(self.model, to_meta(run_on) if on_meta else run_on, forward_fn, transform,
+                        leaf_modules=tuple(self.customized_pruners), compute="meta" if on_meta else "auto")
         except TraceError as err:
             cause = err.__cause__
             line = raised_at(cause) if cause is not None else None

@@ -88,6 +88,26 @@ def _frozen() -> Setup:
     return s
 
 
+class _WidthAssert(nn.Module):
+    """A forward that checks a width in plain Python: only running the model shows it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = small_cnn()
+
+    def __getitem__(self, k: int) -> nn.Module:
+        return self.body[k]
+
+    def forward(self, x):
+        y = self.body[0](x)
+        assert y.shape[1] == 8, "needs all 8 channels"
+        return self.body[3](torch.relu(self.body[1](y)))
+
+
+def _width_assert() -> Setup:
+    return Setup(_WidthAssert)
+
+
 def _mixed_devices() -> Setup:
     s = Setup()
     s.model[3].to("meta")
@@ -180,6 +200,9 @@ def _shrunk_state(model: nn.Module) -> dict[str, Any]:
 
 ROWS: list[Row] = [
     # ------------------------------------------------------------ build_dependency
+    Row("DependencyGraph.build_dependency", "a group whose pruning breaks the forward pass (the safety net)",
+        lambda s: s.dg.get_pruning_group(s.model[0], tp.prune_conv_out_channels, idxs=[0]),
+        tp.PruningError, "no longer fits after pruning: AssertionError: needs all 8 channels", setup=_width_assert),
     Row("DependencyGraph.build_dependency", "model is None",
         lambda s: tp.DependencyGraph().build_dependency(None, s.x),
         tp.ConfigError, "model must be a torch.nn.Module, got NoneType"),
@@ -434,6 +457,39 @@ def _in_tmp(call: Callable[[Setup, pathlib.Path], Any]) -> Callable[[Setup], Any
     return run
 
 
+def _edited_save(s: Setup, d: pathlib.Path, edit: Callable[[dict, dict], None]) -> pathlib.Path:
+    """Save a pruned copy of the small CNN with its example input, then let ``edit(record, weights)`` tamper."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    pruned = small_cnn()
+    tp.DependencyGraph().build_dependency(pruned, s.x).groups()[0].prune([0, 1])
+    tp.save_pruned(pruned, d, example_inputs=s.x)
+    record = json.loads((d / "anyprune.json").read_text())
+    weights = load_file(str(d / "model.safetensors"))
+    edit(record, weights)
+    (d / "anyprune.json").write_text(json.dumps(record))
+    save_file(weights, str(d / "model.safetensors"))
+    return d
+
+
+def _mismatched_save(s: Setup, d: pathlib.Path) -> pathlib.Path:
+    def edit(record: dict, weights: dict) -> None:  # conv 3 reads 7 channels, conv 0 writes 6
+        record["tensors"]["3.weight"]["shape"] = [4, 7, 1, 1]
+        record["modules"]["3"]["in_channels"] = 7
+        weights["3.weight"] = torch.zeros(4, 7, 1, 1)
+
+    return _edited_save(s, d, edit)
+
+
+def _huge_input_save(s: Setup, d: pathlib.Path) -> pathlib.Path:
+    def edit(record: dict, weights: dict) -> None:
+        record["example_inputs"]["tensors"][0]["shape"] = [2**20, 2**20]
+
+    return _edited_save(s, d, edit)
+
+
 def _history(*steps: Any) -> Callable[[Setup], Any]:
     return lambda s: s.dg.load_pruning_history(list(steps))
 
@@ -631,6 +687,15 @@ ROWS += [
         _in_tmp(lambda s, d: tp.load_pruned(s.model, tp.save_pruned(nn.Sequential(*small_cnn(), nn.ReLU(),
                                                                                  nn.Conv2d(4, 2, 1)), d))),
         tp.ConfigError, "the model has no parameter or buffer '5."),
+    Row("save_pruned", "example_inputs that are not tensors",
+        _in_tmp(lambda s, d: tp.save_pruned(s.model, d, example_inputs="images")),
+        tp.ConfigError, "example_inputs must be a tensor, a tuple or list of tensors or a dict of them"),
+    Row("load_pruned", "widths of connected layers that do not fit together (checked on the recorded inputs)",
+        _in_tmp(lambda s, d: tp.load_pruned(s.model, _mismatched_save(s, d))),
+        tp.ConfigError, "The record's widths do not fit together"),
+    Row("load_pruned", "a crafted example-input record (a huge shape)",
+        _in_tmp(lambda s, d: tp.load_pruned(s.model, _huge_input_save(s, d))),
+        tp.ConfigError, "example input 0 has 1,099,511,627,776 elements"),
     Row("load_state_dict", "model is a str", lambda s: tp.load_state_dict("model", tp.state_dict(s.model)),
         tp.ConfigError, "load_state_dict: model must be a torch.nn.Module, got str"),
     Row("load_state_dict", "not the dict of anyprune.state_dict",

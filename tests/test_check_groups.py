@@ -1,4 +1,8 @@
-"""DependencyGraph.check_groups: the safety net that tries each group on the model and pins those that break it."""
+"""DependencyGraph.check_groups: the safety net that tries groups on the model and pins those that break it.
+
+build_dependency runs it by default (shapes only, on meta twins, all groups at once); check_groups() can also be
+called on a graph built with check_groups=False, and tries groups on the real model where meta cannot run them.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ class WidthAssert(nn.Module):
 def test_a_group_that_breaks_the_forward_is_pinned_and_the_model_is_untouched():
     model = WidthAssert()
     x = torch.randn(1, 3, 4, 4)
-    dg = tp.DependencyGraph().build_dependency(model, x)
+    dg = tp.DependencyGraph().build_dependency(model, x, check_groups=False)
     assert sorted(g.size for g in dg.groups()) == [6, 8]
     before = state(model)
     first, second = sorted(dg.groups(), key=lambda g: g.size, reverse=True)
@@ -47,15 +51,83 @@ def test_identical_layers_are_tried_once():
     torch.manual_seed(0)
     model = nn.Sequential(*[nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8)) for _ in range(4)])
     x = torch.randn(2, 8)
-    dg = tp.DependencyGraph().build_dependency(model, x)
+    model.forward = lambda t: nn.Sequential.forward(model, t.tolist() and t)  # needs real values: no meta trial
+    dg = tp.DependencyGraph().build_dependency(model, x, check_groups=False)
+    assert not dg.ops.on_meta
     calls = []
-    real = dg.verify
+    real = dg._retrace
 
-    def counting_verify(*args, **kwargs):
+    def counting_retrace(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    dg.verify = counting_verify
+    dg._retrace = counting_retrace
     assert dg.check_groups() == []
     assert len(dg.groups()) == 7  # the 4 hidden widths and the 3 widths between blocks
     assert len(calls) == 2  # one 16-wide hidden group and one 8-wide group between blocks, each tried once
+
+
+def test_the_build_offers_only_groups_that_keep_the_forward_running():
+    model = WidthAssert()
+    x = torch.randn(1, 3, 4, 4)
+    before = state(model)
+    dg = tp.DependencyGraph().build_dependency(model, x)
+    assert_same_state(before, state(model))
+    assert dg.ops.on_meta
+    assert [g.size for g in dg.groups(root_module_types=None)] == [6]
+    with pytest.raises(tp.PruningError, match="multiple of 8"):
+        dg.get_pruning_group(model.a, tp.prune_conv_out_channels, idxs=[0])
+    for p in model.parameters():
+        assert not p.is_meta
+
+
+def test_groups_tried_together_do_not_hide_each_other():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3))
+    calls = []
+
+    class Counting(tp.DependencyGraph):
+        def _shapes_trial(self, groups, counts):
+            calls.append(sorted(counts[id(g)] for g in groups))
+            return super()._shapes_trial(groups, counts)
+
+    dg = Counting().build_dependency(model, torch.randn(2, 4))
+    assert len(dg.groups()) == 2
+    assert len(calls) == 1  # nothing breaks: one trial for all groups
+    assert calls[0] == [1, 2]  # a different number of units per group of the same width
+
+
+def test_a_failing_set_is_halved_until_the_breaking_group_is_found():
+    torch.manual_seed(0)
+
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8)) for _ in range(5))
+            self.bad = nn.Linear(8, 8)
+            self.out = nn.Linear(8, 2)
+
+        def forward(self, x):
+            for b in self.blocks:
+                x = b(x) + x
+            h = self.bad(x)
+            assert h.shape[-1] == 8, "bad needs all 8"
+            return self.out(torch.relu(h))
+
+    model = Mixed()
+    x = torch.randn(3, 8)
+    before = state(model)
+    dg = tp.DependencyGraph().build_dependency(model, x)
+    assert_same_state(before, state(model))
+    offered = {g.root.module for g in dg.groups()}
+    assert model.bad not in offered
+    assert all(b[0] in offered for b in model.blocks)  # the 5 hidden widths
+    assert len(dg.groups()) == 5  # the residual stream is the model input: pinned
+    for g in dg.groups():
+        g.prune(list(range(g.size // 2)))
+    assert model(x).shape == (3, 2)
+
+
+def test_check_groups_false_offers_everything_the_algebra_allows():
+    dg = tp.DependencyGraph().build_dependency(WidthAssert(), torch.randn(1, 3, 4, 4), check_groups=False)
+    assert sorted(g.size for g in dg.groups()) == [6, 8]

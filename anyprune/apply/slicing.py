@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -56,11 +57,12 @@ def keep_from_mask(mask: torch.Tensor) -> torch.Tensor:
 
 
 def apply_removal(table: AtomTable, slices: list, bindings: list, removed: dict[int, torch.Tensor],
-                  tx: Transaction) -> None:
+                  tx: Transaction, resolve: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
     """Remove the positions that ``removed`` marks from every slice, inside ``tx``.
 
     Raises :class:`PruningError` before touching anything if a dim would become
     zero-width. Updates the atom sizes of ``table`` only once all swaps are done.
+    ``resolve`` maps a slice's tensor to the tensor to cut instead (its meta twin, for a shapes-only trial).
     """
     from ..groups.group import LeafSlice  # stage-local type
 
@@ -80,9 +82,16 @@ def apply_removal(table: AtomTable, slices: list, bindings: list, removed: dict[
         if isinstance(s, LeafSlice):
             leaf_calls.append((s, mask.nonzero().flatten().tolist()))
             continue
-        per_tensor.setdefault(id(s.tensor), (s.tensor, {}))[1][s.dim] = keep_from_mask(mask)
-    new_tensors = []
+        t = s.tensor if resolve is None else resolve(s.tensor)
+        per_tensor.setdefault(id(t), (t, {}))[1][s.dim] = keep_from_mask(mask)
+    new_tensors: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
     for t, dims in per_tensor.values():
+        if t.is_meta and t.grad is None:  # shapes only: no positions to gather
+            shape = list(t.shape)
+            for dim, keep in dims.items():
+                shape[dim] = int(keep.numel())
+            new_tensors.append((t, t.new_empty(shape), None))
+            continue
         new = t.detach()
         grad = t.grad
         for dim, keep in dims.items():

@@ -128,12 +128,12 @@ class Transaction:
         ``copy_tensors``: save the values of parameters (and their grads) too, for code that may write them in
         place (a customized pruner).
         """
-        for t in module.parameters(recurse=False):
-            if id(t) not in self._seen:
+        for t in module._parameters.values():
+            if t is not None and id(t) not in self._seen:
                 self._seen.add(id(t))
                 grad = t.grad.clone() if copy_tensors and t.grad is not None else t.grad
                 self._tensors.append((t, t.data.clone() if copy_tensors else t.data, grad))
-        for b in module.buffers(recurse=False):
+        for b in module._buffers.values():
             if b is not None and id(b) not in self._seen:
                 self._seen.add(id(b))
                 self._tensors.append((b, b.data.clone() if copy_buffers or copy_tensors else b.data, b.grad))

@@ -283,7 +283,8 @@ def _prune(args) -> int:
         ratio = f"{b / a:.2f}x" if a and b else "n/a"
         print(f"{label:<14}{_fmt(b, unit):>12}{_fmt(a, unit):>12}{ratio:>9}")
     if args.out:
-        out = _save_atomically(model, args.out, loaded.source, save_pruned)
+        out = _save_atomically(model, args.out, loaded.source,
+                               lambda m, d, source: save_pruned(m, d, source=source, example_inputs=loaded.inputs))
         print(f"saved to {out} (model.safetensors + anyprune.json)")
     if args.report:
         from ..report import write_report

@@ -154,9 +154,11 @@ class GroupIndex:
 
     def bindings_of(self, atoms: list[int]) -> list[Binding]:
         out: list[Binding] = []
+        seen: set[int] = set()
         for a in atoms:
             for b in self.bindings_by_atom.get(self.dg.atoms.find(a), []):
-                if b not in out:
+                if id(b) not in seen:
+                    seen.add(id(b))
                     out.append(b)
         return out
 

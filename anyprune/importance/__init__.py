@@ -13,7 +13,7 @@ from __future__ import annotations
 from .activation import ActivationImportance
 from .base import Importance
 from .calibrated import CalibratedImportance, FluctuationImportance, OBSImportance, WandaSPImportance
-from .gradient import GroupHessianImportance, GroupTaylorImportance
+from .gradient import GroupHessianImportance, GroupTaylorImportance, OBDCImportance
 from .magnitude import BNScaleImportance, GroupMagnitudeImportance, LAMPImportance
 from .other import FPGMImportance, RandomImportance
 
@@ -36,6 +36,7 @@ __all__ = [
     "TaylorImportance",
     "GroupHessianImportance",
     "HessianImportance",
+    "OBDCImportance",
     "ActivationImportance",
     "CalibratedImportance",
     "WandaSPImportance",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -22,7 +22,7 @@ from .base import (
     unit_slices,
 )
 
-__all__ = ["GroupTaylorImportance", "GroupHessianImportance"]
+__all__ = ["GroupTaylorImportance", "GroupHessianImportance", "OBDCImportance"]
 
 
 class GroupTaylorImportance:
@@ -160,3 +160,144 @@ class GroupHessianImportance:
         if not per_slice:
             return None
         return normalize(reduce_group(per_slice, self.group_reduction), self.normalizer)
+
+
+class OBDCImportance(GroupHessianImportance):
+    """Optimal Brain Damage with the empirical Fisher from per-sample gradients (the seed's EigenDamage-style
+    diagonal criterion): ``sum w^2 * F`` with ``F`` the mean over steps of the per-sample squared gradients.
+
+    Unlike :class:`GroupHessianImportance`, one backward pass per batch is enough: hooks on the target layers
+    keep each layer's input and output gradient, and :meth:`step` turns them into per-sample weight gradients
+    (``torch.func``), scaled by the batch size as for a mean-reduced loss. Typical use, as in the seed::
+
+        imp = tp.importance.OBDCImportance(num_classes=10)
+        pruner = tp.pruner.MetaPruner(model, example_inputs, importance=imp, pruning_ratio=0.5)
+        imp._prepare_model(model, pruner)
+        for x, _ in loader:
+            out = model(x)
+            y = torch.multinomial(out.softmax(1), 1).squeeze(1)  # labels sampled from the model: true Fisher
+            torch.nn.functional.cross_entropy(out, y).backward()
+            imp.step()
+        pruner.step()
+        imp._rm_hooks(model); imp._clear_buffer()
+
+    Args:
+        group_reduction: how slices combine.
+        normalizer: how a group's scores are normalised.
+        bias: count bias vectors too.
+        target_types: layer types whose weights get a Fisher (default: convolutions and linear layers).
+        num_classes: a linear layer with this many outputs (the classifier) is left out, as in the seed.
+    """
+
+    def __init__(self, group_reduction: GroupReduction = "mean", normalizer: Normalizer | Callable | None = "mean",
+                 bias: bool = False, target_types: Any = (nn.modules.conv._ConvNd, nn.Linear),
+                 num_classes: int | None = None) -> None:
+        super().__init__(group_reduction=group_reduction, normalizer=normalizer, bias=bias)
+        types = tuple(target_types) if not isinstance(target_types, type) else (target_types,)
+        if not types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
+            raise ConfigError(f"target_types must be module types, got {target_types!r}")
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)):
+            raise ConfigError(f"num_classes must be an int or None, got {num_classes!r}")
+        self.target_types = types
+        self.num_classes = num_classes
+        self.modules: list[nn.Module] = []
+        self.steps = 0
+        self._handles: list[Any] = []
+        self._seen: dict[int, list[tuple[torch.Tensor, torch.Tensor | None]]] = {}
+        self._busy = False  # computing per-sample gradients: the hooks stay quiet
+
+    def _prepare_model(self, model: nn.Module, pruner: Any = None) -> None:
+        """Hook the target layers of ``model`` (``pruner`` is accepted for the seed's signature)."""
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"_prepare_model expects the model (an nn.Module), got {type(model).__name__}")
+        self._rm_hooks(model)
+        for m in model.modules():
+            if not isinstance(m, self.target_types) or not isinstance(getattr(m, "weight", None), torch.Tensor):
+                continue
+            if self.num_classes is not None and isinstance(m, nn.Linear) and m.out_features == self.num_classes:
+                continue
+            self.modules.append(m)
+            self._handles.append(m.register_forward_hook(self._save_call))
+
+    def _save_call(self, module: nn.Module, args: tuple, out: Any) -> None:
+        """Keep a call's input, and its output gradient once backward reaches it (a hook on the output tensor)."""
+        if self._busy or not torch.is_grad_enabled() or not args or not isinstance(args[0], torch.Tensor) or \
+                not isinstance(out, torch.Tensor) or not out.requires_grad:
+            return
+        calls = self._seen.setdefault(id(module), [])
+        k = len(calls)
+        calls.append((args[0].detach(), None))
+
+        def keep_grad(g: torch.Tensor) -> None:
+            if k < len(calls):
+                calls[k] = (calls[k][0], g.detach())
+
+        out.register_hook(keep_grad)
+
+    def _rm_hooks(self, model: nn.Module | None = None) -> None:
+        """Remove the hooks :meth:`_prepare_model` added."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self.modules.clear()
+        self._seen.clear()
+
+    def _clear_buffer(self) -> None:
+        """Forget the accumulated Fisher (call it after pruning: shapes change)."""
+        self.zero_grad()
+        self._seen.clear()
+        self.steps = 0
+
+    def adjust_fisher(self, group: Any, idxs: Any) -> None:
+        """Kept for the seed's signature; the Fisher is checked against the weights' shapes when scoring, so
+        after pruning call :meth:`_clear_buffer` and accumulate again."""
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Add the per-sample squared gradients of the batches run since the last call."""
+        if not self.modules:
+            raise PruningError("OBDCImportance.step(): no layer is hooked; call imp._prepare_model(model, pruner) "
+                               "first, then run forward and backward passes")
+        for m in self.modules:
+            params = {n: p for n, p in m.named_parameters(recurse=False)
+                      if n == "weight" or (self.bias and n == "bias")}
+            for x, g in self._seen.pop(id(m), []):
+                if g is None:
+                    continue
+                self._busy = True
+                try:
+                    squares = _per_sample_squares(m, params, x, g)
+                finally:
+                    self._busy = False
+                for name, sq in squares.items():
+                    p = params[name]
+                    entry = self._acc.get(id(p))
+                    if entry is not None and entry[1].shape != sq.shape:
+                        raise PruningError(
+                            f"a parameter changed shape {tuple(entry[1].shape)} -> {tuple(sq.shape)} since the last "
+                            "step(): call imp._clear_buffer() after pruning and accumulate again"
+                        )
+                    if entry is None:
+                        self._acc[id(p)] = (p, sq)
+                    else:
+                        entry[1].add_(sq)
+        self.steps += 1
+        for key in self._acc:
+            self._count[key] = self.steps
+
+
+def _per_sample_squares(module: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor,
+                        grad_out: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``sum_n (B * dL_n/dp)^2`` for each parameter, from one call's input ``x`` and output gradient."""
+    from torch.func import functional_call, grad, vmap
+
+    fixed = {n: p.detach() for n, p in params.items()}
+
+    def inner(p: dict[str, torch.Tensor], xi: torch.Tensor, gi: torch.Tensor) -> torch.Tensor:
+        out = functional_call(module, p, (xi.unsqueeze(0),))
+        return (out * gi.unsqueeze(0)).sum()
+
+    with torch.enable_grad():
+        per_sample = vmap(grad(inner), in_dims=(None, 0, 0))(fixed, x, grad_out)
+    batch = x.shape[0]
+    return {n: (g.float() * batch).pow(2).sum(0) for n, g in per_sample.items()}

@@ -19,6 +19,24 @@ def attention(module: nn.Module, sizes: Sizes) -> dict[str, Any]:
     return new
 
 
+def attention_rope(module: nn.Module, sizes: Sizes) -> dict[str, Any]:
+    """timm ``AttentionRope`` (EVA-style, fused or separate q/k/v, grouped-query): head counts, ``head_dim``,
+    ``attn_dim`` and ``kv_dim``; whole key/value groups go with their query heads, so ``num_kv_groups`` stays."""
+    new = attention(module, sizes)
+    new["attn_dim"] = new["num_heads"] * new["head_dim"]
+    if hasattr(module, "num_kv_heads"):
+        new["num_kv_heads"] = new["num_heads"] // max(1, int(getattr(module, "num_kv_groups", 1)))
+    if hasattr(module, "kv_dim"):
+        new["kv_dim"] = new.get("num_kv_heads", new["num_heads"]) * new["head_dim"]
+    return new
+
+
+def tnt_attention(module: nn.Module, sizes: Sizes) -> dict[str, Any]:
+    """timm TNT ``Attention``: ``qk.reshape(B, N, 2, num_heads, head_dim)``; values and the merge use ``-1``."""
+    *_, heads, head_dim = sizes.factors("qk.weight", 0)
+    return {"num_heads": heads, "head_dim": head_dim, "hidden_dim": heads * head_dim}
+
+
 def window_attention(module: nn.Module, sizes: Sizes) -> dict[str, Any]:
     """timm Swin ``WindowAttention``: ``qkv.reshape(B, N, 3, num_heads, -1)``; the bias table has a
     column per head."""
@@ -34,6 +52,8 @@ def std_conv(module: nn.Module, sizes: Sizes) -> dict[str, Any]:
 
 def register() -> None:
     register_module_updater("timm.layers.attention.Attention", attention)
+    register_module_updater("timm.layers.attention.AttentionRope", attention_rope)
+    register_module_updater("timm.models.tnt.Attention", tnt_attention)
     register_module_updater("timm.models.swin_transformer.WindowAttention", window_attention)
     for name in ("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame"):
         register_module_updater(f"timm.layers.std_conv.{name}", std_conv)

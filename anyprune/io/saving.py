@@ -136,7 +136,8 @@ _DERIVED_SIZES = ("head_dim", "intermediate_size", "n_inner", "d_ff", "d_kv", "f
 class _Plan:
     """Everything loading will change, checked and built before the first write."""
 
-    def __init__(self) -> None:
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
         self.tensors: list[tuple[torch.Tensor, torch.Tensor]] = []  # (model tensor, new data)
         self.attrs: list[tuple[Any, str, Any]] = []
         self.configs: list[tuple[nn.Module, Any, dict[str, Any], bool]] = []  # module, config, fields, own copy
@@ -150,7 +151,7 @@ def _plan(model: nn.Module, record: dict[str, Any], weights: dict[str, Any] | No
     """
     modules = dict(model.named_modules())
     tensors = _tensors(model)
-    plan = _Plan()
+    plan = _Plan(model)
     specs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
     owner: dict[int, str] = {}
     for name, spec in record["tensors"].items():
@@ -314,8 +315,84 @@ def _check_configs(model: nn.Module, plan: _Plan) -> None:
                               f"{type(model).__name__}: {type(err).__name__}: {err}") from err
 
 
-def _apply(plan: _Plan) -> None:
-    """Write a checked plan, all or nothing (any exception, ``KeyboardInterrupt`` included, restores the model)."""
+_INPUT_DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
+_INPUT_LIMIT = 2**26  # elements per example input
+
+
+def input_spec(example_inputs: Any) -> dict[str, Any]:
+    """The record's description of example inputs (shapes and dtypes only): a tensor, a tuple or list of
+    tensors, or a dict of them. Raises :class:`ConfigError` for anything else."""
+    if isinstance(example_inputs, torch.Tensor):
+        kind, items = "tensor", [(None, example_inputs)]
+    elif isinstance(example_inputs, (tuple, list)):
+        kind, items = type(example_inputs).__name__ if type(example_inputs) in (tuple, list) else "tuple", \
+            [(None, t) for t in example_inputs]
+    elif isinstance(example_inputs, dict):
+        kind, items = "dict", list(example_inputs.items())
+    else:
+        raise ConfigError(f"example_inputs must be a tensor, a tuple or list of tensors or a dict of them to be "
+                          f"recorded, got {type(example_inputs).__name__}")
+    out = []
+    for key, t in items:
+        if not isinstance(t, torch.Tensor) or (key is not None and not isinstance(key, str)):
+            raise ConfigError("example_inputs: only tensors (under string keys) can be recorded, got "
+                              f"{type(t).__name__}")
+        out.append({"key": key, "shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")})
+    return {"kind": kind, "tensors": out}
+
+
+def inputs_from_spec(spec: Any) -> Any:
+    """Zero-filled example inputs from a (possibly untrusted) :func:`input_spec` record, strictly checked."""
+    if not isinstance(spec, dict) or spec.get("kind") not in ("tensor", "tuple", "list", "dict") or \
+            not isinstance(spec.get("tensors"), list) or not 1 <= len(spec["tensors"]) <= 16:
+        raise ConfigError("structure record: 'example_inputs' must be {'kind': tensor|tuple|list|dict, "
+                          "'tensors': [1 to 16 entries]}")
+    made = []
+    for k, e in enumerate(spec["tensors"]):
+        shape, dtype = (e.get("shape"), e.get("dtype")) if isinstance(e, dict) else (None, None)
+        if not isinstance(shape, list) or len(shape) > 8 or not all(_is_int(d) and 0 < d < 2**31 for d in shape):
+            raise ConfigError(f"structure record: example input {k} needs a shape of at most 8 positive ints, "
+                              f"got {shape!r}")
+        if dtype not in _INPUT_DTYPES:
+            raise ConfigError(f"structure record: example input {k} has dtype {dtype!r}; expected one of "
+                              f"{', '.join(_INPUT_DTYPES)}")
+        numel = 1
+        for d in shape:
+            numel *= d
+        if numel > _INPUT_LIMIT:
+            raise ConfigError(f"structure record: example input {k} has {numel:,} elements, more than the "
+                              f"{_INPUT_LIMIT:,} allowed")
+        key = e.get("key")
+        if (spec["kind"] == "dict") != isinstance(key, str):
+            raise ConfigError(f"structure record: example input {k} needs a string key exactly when kind is 'dict'")
+        made.append((key, torch.zeros(shape, dtype=getattr(torch, dtype))))
+    if spec["kind"] == "tensor":
+        if len(made) != 1:
+            raise ConfigError("structure record: example input of kind 'tensor' must list one tensor")
+        return made[0][1]
+    if spec["kind"] == "dict":
+        return {key: t for key, t in made}
+    values = [t for _, t in made]
+    return tuple(values) if spec["kind"] == "tuple" else values
+
+
+def _runs_on(model: nn.Module, inputs: Any) -> None:
+    """Re-trace ``model`` on ``inputs`` (on meta where it can); a failure means widths that do not fit together."""
+    from ..errors import TraceError
+    from ..trace.recorder import trace
+
+    try:
+        trace(model, inputs)
+    except TraceError as err:
+        cause = err.__cause__ if err.__cause__ is not None else err
+        raise ConfigError(f"the loaded structure does not run on its example inputs: {type(cause).__name__}: "
+                          f"{cause}. The record's widths do not fit together (a file not written by "
+                          "save_pruned for this architecture?)") from err
+
+
+def _apply(plan: _Plan, example_inputs: Any = None) -> None:
+    """Write a checked plan, all or nothing (any exception, ``KeyboardInterrupt`` included, restores the model).
+    With ``example_inputs``, the re-shaped model must also run on them before the writes are kept."""
     import copy
 
     from ..apply.transaction import Transaction
@@ -333,6 +410,8 @@ def _apply(plan: _Plan) -> None:
             tx.set_attr(m, k, v)
         for t, new in plan.tensors:
             tx.set_data(t, new, None)
+        if example_inputs is not None:
+            _runs_on(plan.model, example_inputs)
 
 
 def apply_structure(model: nn.Module, record: dict[str, Any]) -> None:
@@ -341,11 +420,14 @@ def apply_structure(model: nn.Module, record: dict[str, Any]) -> None:
     _apply(_plan(model, _check_record(record)))
 
 
-def save_pruned(model: nn.Module, path: str | os.PathLike, source: str | None = None) -> Path:
+def save_pruned(model: nn.Module, path: str | os.PathLike, source: str | None = None,
+                example_inputs: Any = None) -> Path:
     """Write ``model`` (pruned or not) to directory ``path``: ``model.safetensors`` + ``anyprune.json``.
 
     ``source`` (e.g. ``"torchvision:resnet50"``) records how to build the original, so that the command
-    line can load the directory by itself.
+    line can load the directory by itself. ``example_inputs`` (a tensor, a tuple or list of tensors, or a dict
+    of them) records their shapes and dtypes: :func:`load_pruned` then checks that the loaded model runs on
+    inputs of those shapes before it keeps the change, so a record whose widths do not fit together is refused.
 
     Example:
         >>> import torch, tempfile, anyprune as tp
@@ -366,6 +448,8 @@ def save_pruned(model: nn.Module, path: str | os.PathLike, source: str | None = 
     record = structure_of(model)
     if source is not None:
         record["source"] = str(source)
+    if example_inputs is not None:
+        record["example_inputs"] = input_spec(example_inputs)
     unique = {n: t for n, t in _tensors(model).items() if "alias" not in record["tensors"][n]}
     if any(t.is_meta for t in unique.values()):
         raise ConfigError("the model has tensors on the meta device: there are no weights to save")
@@ -402,16 +486,19 @@ def _read_record(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read the structure record {path}: {err}") from err
 
 
-def load_pruned(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:
+def load_pruned(model: nn.Module, path: str | os.PathLike, strict: bool = True,
+                example_inputs: Any = None) -> nn.Module:
     """Re-shape the freshly built original ``model`` to the structure saved in ``path`` and load its weights.
 
     Reads only JSON and safetensors (no code runs), and only regular files (the record at most
     :data:`RECORD_LIMIT` bytes). Everything is checked before the model changes: every name, shape (each dim
     between 1 and the original's), dtype, tied alias, module attribute (same kind, sizes between 1 and the
     original) and config field (only the sizes pruning changes; a Hugging Face config must still build the
-    model), and every weight. The new tensors are built first and written in one transaction, so any failure,
-    ``KeyboardInterrupt`` included, leaves ``model`` as it was. Raises :class:`~anyprune.ConfigError` naming
-    what does not match.
+    model), and every weight. Then the re-shaped model must run on ``example_inputs`` (default: zero inputs of the
+    shapes the record lists, when it was saved with them; on meta where the model allows), so widths of
+    connected layers that do not fit together are refused. The new tensors are built first and written in one
+    transaction, so any failure, ``KeyboardInterrupt`` included, leaves ``model`` as it was. Raises
+    :class:`~anyprune.ConfigError` naming what does not match.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -425,7 +512,9 @@ def load_pruned(model: nn.Module, path: str | os.PathLike, strict: bool = True) 
         weights = load_file(str(src / WEIGHTS))
     except (OSError, SafetensorError, ValueError) as err:
         raise ConfigError(f"cannot read the weights {src / WEIGHTS} (not a safetensors file?): {err}") from err
-    _apply(_plan(model, record, weights, strict=strict))
+    inputs = example_inputs if example_inputs is not None else \
+        (inputs_from_spec(record["example_inputs"]) if "example_inputs" in record else None)
+    _apply(_plan(model, record, weights, strict=strict), inputs)
     return model
 
 

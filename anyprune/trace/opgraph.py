@@ -186,6 +186,7 @@ class OpGraph:
         self.inputs: list[Value] = []
         self.outputs: list[Value] = []
         self.unused_params: list[str] = []
+        self.on_meta = False  # the forward ran on meta tensors (shapes only)
 
     def new_value(self, kind: str, t: torch.Tensor, names: list[str] | None = None, producer: Call | None = None,
                   version: int = 0) -> Value:

@@ -29,7 +29,7 @@ from .opgraph import Call, OpGraph, Value, iter_tensors, map_tensors
 from .shapes import fast_meta_result
 from .sizes import TracedSize, product, traced_shape
 
-__all__ = ["trace", "run_model", "model_failed", "user_source_line", "paused_gc", "raised_at"]
+__all__ = ["trace", "MetaShadow", "to_meta", "run_model", "model_failed", "user_source_line", "paused_gc", "raised_at"]
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ def _named_tensors(modules: list[tuple[str, nn.Module]]) -> dict[int, tuple[str,
     return named
 
 
-class _MetaShadow:
+class MetaShadow:
     """Swap every parameter and buffer for a ``meta`` twin (same names, sharing kept), and back.
 
     Tracing needs shapes, not values: on the meta device a forward pass costs no
@@ -254,9 +254,14 @@ class _MetaShadow:
         self.modules = modules
         self.saved: list[tuple[dict, str, Any]] = []
         self.attrs: list[tuple[nn.Module, dict]] = []
+        self.twins: dict[int, torch.Tensor] = {}  # id(real tensor) -> its meta twin
 
-    def __enter__(self) -> _MetaShadow:
-        twins: dict[int, torch.Tensor] = {}
+    def twin(self, t: torch.Tensor) -> torch.Tensor:
+        """The meta twin standing in for ``t`` (``t`` itself if it has none)."""
+        return self.twins.get(id(t), t)
+
+    def __enter__(self) -> MetaShadow:
+        twins = self.twins
         for m in self.modules:
             # a forward may cache tensors in plain attributes (e.g. anchor generators); those must not
             # stay meta tensors after the trace
@@ -286,6 +291,7 @@ class _MetaShadow:
             m.__dict__.update(attrs)
         self.saved.clear()
         self.attrs.clear()
+        self.twins.clear()
 
 
 @contextlib.contextmanager
@@ -301,7 +307,8 @@ def paused_gc():
             gc.enable()
 
 
-def _to_meta(obj: Any) -> Any:
+def to_meta(obj: Any) -> Any:
+    """``obj`` with every tensor in it replaced by an empty ``meta`` tensor of the same shape and dtype."""
     return map_tensors(obj, lambda t: t if t.is_meta else torch.empty_like(t, device="meta"))
 
 
@@ -353,8 +360,8 @@ def trace(
         return _trace(model, named_modules, example_inputs, forward_fn, output_transform, leaf_modules,
                       fast_meta=on_meta, scope_modules=scope_modules)
     try:
-        with _MetaShadow(modules):
-            return _trace(model, named_modules, _to_meta(example_inputs), forward_fn, output_transform,
+        with MetaShadow(modules):
+            return _trace(model, named_modules, to_meta(example_inputs), forward_fn, output_transform,
                           leaf_modules, fast_meta=True, scope_modules=scope_modules)
     except TraceError as err:
         if compute == "meta":
@@ -367,6 +374,7 @@ def trace(
 def _trace(model, named_modules, example_inputs, forward_fn, output_transform, leaf_modules,
            fast_meta: bool = False, scope_modules: tuple[type, ...] = ()) -> OpGraph:
     graph = OpGraph()
+    graph.on_meta = fast_meta
     rec = _Recorder(graph, _named_tensors(named_modules), fast_meta)
     for t in iter_tensors(example_inputs):
         rec.add_input(t)

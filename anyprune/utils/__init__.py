@@ -1,4 +1,4 @@
-"""Utilities: operation and parameter counts, latency."""
+"""Utilities: operation and parameter counts, latency, pictures of the dependency graph."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import torch
 
 from . import benchmark
 from .benchmark import measure_fps, measure_latency, measure_memory, measure_throughput
+from .draw import draw_computational_graph, draw_dependency_graph, draw_groups, print_tool
 from .flops import count_ops_and_params, count_params
 
-__all__ = ["benchmark", "count_ops_and_params", "count_params", "flatten_as_list", "measure_fps", "measure_latency",
-           "measure_memory", "measure_throughput"]
+__all__ = ["benchmark", "count_ops_and_params", "count_params", "draw_computational_graph", "draw_dependency_graph",
+           "draw_groups", "flatten_as_list", "measure_fps", "measure_latency", "measure_memory", "measure_throughput",
+           "print_tool"]
 
 
 def flatten_as_list(obj: Any) -> list[torch.Tensor]:

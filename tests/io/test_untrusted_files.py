@@ -220,3 +220,74 @@ def test_modes_may_differ_but_structural_flags_may_not(tmp_path):
     assert not fresh.training  # the saved model's mode comes back
     _edit_record(path, lambda r: r["modules"]["conv"].update(padding_mode="reflect"))
     _rejected(path, "attribute 'padding_mode' of module 'conv' cannot be set")
+
+
+# ---------------------------------------------------------------- widths that do not fit together
+def _saved_with_inputs(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    model = Tied().eval()
+    tp.prune_conv_out_channels(model.conv, [0, 1])
+    tp.prune_linear_in_channels(model.head, [0, 1])
+    return tp.save_pruned(model, tmp_path / "saved", example_inputs=torch.zeros(2, 5, dtype=torch.long))
+
+
+def _mismatch(record: dict) -> None:
+    """The head reads 5 features while the conv still writes 4: each width alone is within the original's."""
+    record["tensors"]["head.weight"]["shape"] = [10, 5]
+    record["modules"]["head"]["in_features"] = 5
+
+
+def test_widths_that_do_not_fit_together_are_refused_and_the_model_is_untouched(tmp_path):
+    path = _saved_with_inputs(tmp_path)
+    record = json.loads((path / saving.RECORD).read_text())
+    assert record["example_inputs"] == {"kind": "tensor", "tensors": [{"key": None, "shape": [2, 5],
+                                                                      "dtype": "int64"}]}
+    _edit_record(path, _mismatch)
+    _edit_weights(path, lambda w: w.__setitem__("head.weight", torch.zeros(10, 5)))
+    _rejected(path, "do not fit together")
+
+
+def test_the_check_runs_on_inputs_passed_to_load_when_the_record_has_none(tmp_path):
+    path = _saved(tmp_path)
+    _edit_record(path, _mismatch)
+    _edit_weights(path, lambda w: w.__setitem__("head.weight", torch.zeros(10, 5)))
+    fresh = Tied().eval()
+    tp.load_pruned(fresh, path)  # nothing to run it on: the widths alone are within bounds
+    fresh = Tied().eval()
+    before = state(fresh)
+    with pytest.raises(tp.ConfigError, match="do not fit together"):
+        tp.load_pruned(fresh, path, example_inputs=torch.zeros(1, 3, dtype=torch.long))
+    assert_same_state(before, state(fresh))
+
+
+def test_a_record_with_example_inputs_round_trips(tmp_path):
+    path = _saved_with_inputs(tmp_path)
+    fresh = tp.load_pruned(Tied().eval(), path)
+    assert (fresh.conv.out_channels, fresh.head.in_features) == (4, 4)
+    assert fresh(torch.zeros(1, 3, dtype=torch.long)).shape == (1, 3, 10)
+
+
+@pytest.mark.parametrize(("spec", "match"), [
+    ({"kind": "tensors", "tensors": [{"key": None, "shape": [1], "dtype": "int64"}]}, "kind"),
+    ({"kind": "tensor", "tensors": []}, "1 to 16"),
+    ({"kind": "tensor", "tensors": [{"key": None, "shape": [2**20, 2**20], "dtype": "int64"}]}, "elements"),
+    ({"kind": "tensor", "tensors": [{"key": None, "shape": [0, 3], "dtype": "int64"}]}, "positive ints"),
+    ({"kind": "tensor", "tensors": [{"key": None, "shape": [1.5], "dtype": "int64"}]}, "positive ints"),
+    ({"kind": "tensor", "tensors": [{"key": None, "shape": [1] * 9, "dtype": "int64"}]}, "at most 8"),
+    ({"kind": "tensor", "tensors": [{"key": None, "shape": [2, 5], "dtype": "object"}]}, "dtype"),
+    ({"kind": "dict", "tensors": [{"key": None, "shape": [2, 5], "dtype": "int64"}]}, "string key"),
+    ({"kind": "tensor", "tensors": [{"key": None, "shape": [2, 5], "dtype": "int64"}] * 2}, "one tensor"),
+    ("zeros", "kind"),
+])
+def test_crafted_example_input_specs_are_refused(tmp_path, spec, match):
+    path = _saved_with_inputs(tmp_path)
+    _edit_record(path, lambda r: r.__setitem__("example_inputs", spec))
+    _rejected(path, match)
+
+
+def test_example_inputs_that_cannot_be_recorded():
+    with pytest.raises(tp.ConfigError, match="example_inputs"):
+        saving.input_spec("text")
+    with pytest.raises(tp.ConfigError, match="only tensors"):
+        saving.input_spec((torch.zeros(1), 3))
+    assert saving.inputs_from_spec(saving.input_spec({"a": torch.ones(2, dtype=torch.bool)}))["a"].dtype == torch.bool

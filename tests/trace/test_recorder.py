@@ -103,9 +103,12 @@ def test_forward_fn_and_output_transform():
         return m(inputs, scale=2.0)
 
     dg = tp.DependencyGraph().build_dependency(model, {"feat": torch.randn(2, 4)}, forward_fn=forward_fn,
-                                               output_transform=lambda out: out.logits.sum())
+                                               output_transform=lambda out: out.logits.sum(), check_groups=False)
     assert calls == [1]
     assert len(dg.groups()) == 1
+    tp.DependencyGraph().build_dependency(model, {"feat": torch.randn(2, 4)}, forward_fn=forward_fn,
+                                          output_transform=lambda out: out.logits.sum())
+    assert calls == [1, 1, 1]  # the safety net re-traces once more, through forward_fn too
 
 
 def test_tied_parameters_are_one_value():

@@ -58,12 +58,14 @@ def test_every_offered_group_can_be_pruned(name):
     model, x, ignored = _build(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dg = tp.DependencyGraph().build_dependency(model, x, ignored_layers=ignored)
+        # without the build's safety net: the size rules alone must keep every offered group working
+        dg = tp.DependencyGraph().build_dependency(model, x, ignored_layers=ignored, check_groups=False)
     groups = list(dg.get_all_groups())
     assert groups, f"{name}: nothing prunable"
     broke = [(g.root, err) for g in groups if g.size >= 2 and (err := dg.try_prune(g)) is not None]
     assert broke == [], f"{name}: {broke[:3]}"
     dg.lint()
+    assert dg.check_groups() == []  # and the safety net agrees
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
@@ -99,3 +101,59 @@ def test_meta_pruner_at_half_with_heads_runs_and_exact_groups_pass_the_oracle(na
         g = list(dgk.get_all_groups())[k]
         res = tp.verify_group(dgk, g, idxs=list(range(g.size // 2)), example_inputs=x64, atol=1e-9, rtol=1e-7)
         assert res.ok, f"{name}: group {k} ({g.root}): {res.details}"
+
+
+def _rope_attention(fused: bool, kv_heads: int | None):
+    from timm.layers.attention import AttentionRope
+
+    return AttentionRope(32, num_heads=4, num_kv_heads=kv_heads, qkv_fused=fused), torch.randn(1, 5, 32)
+
+
+def _tnt_block():
+    from timm.models.tnt import Attention
+
+    class Res(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp = nn.Linear(8, 24)
+            self.attn = Attention(24, hidden_dim=16, num_heads=4)
+
+        def forward(self, x):
+            h = self.inp(x)
+            return h + self.attn(h)
+
+    return Res(), torch.randn(1, 5, 8)
+
+
+@pytest.mark.parametrize("case", ["rope-fused", "rope-separate", "rope-gqa", "tnt"])
+def test_attribute_updaters_keep_heads_prunable_and_exact(case):
+    """timm attention classes whose forward reads head counts from attributes: heads and head_dim are offered,
+    each passes the oracle in float64, and the attributes follow the pruned widths."""
+    torch.manual_seed(0)
+    make = {"rope-fused": lambda: _rope_attention(True, None), "rope-separate": lambda: _rope_attention(False, None),
+            "rope-gqa": lambda: _rope_attention(False, 2), "tnt": _tnt_block}[case]
+    model, x = make()
+    model = model.double().eval()
+    x = x.double()
+    dg = tp.DependencyGraph().build_dependency(model, x)
+    structures = sorted(g.structure for g in dg.groups())
+    assert {"heads", "head_dim"} <= set(structures), structures
+    for k in range(len(dg.groups())):
+        m = copy.deepcopy(model)
+        dgk = tp.DependencyGraph().build_dependency(m, x)
+        gk = dgk.groups()[k]
+        res = tp.verify_group(dgk, gk, idxs=[0], example_inputs=x, atol=1e-10, rtol=1e-8)
+        # AttentionRope runs scaled_dot_product_attention with its default scale 1/sqrt(head_dim), read from the
+        # tensor: its head_dim groups change the scale and are labelled approximate; TNT keeps a stored scale
+        want_exact = gk.structure != "head_dim" or case == "tnt"
+        assert (res.ok, res.exact) == (True, want_exact), f"{case}: group {k} ({gk.structure}): {res.details}"
+        attn = getattr(m, "attn", m)
+        if gk.structure == "heads":
+            assert attn.num_heads == getattr(model, "attn", model).num_heads - (1 if case != "rope-gqa" else 2)
+        if hasattr(attn, "attn_dim"):
+            assert attn.attn_dim == attn.num_heads * attn.head_dim == attn.proj.in_features
+        if hasattr(attn, "kv_dim"):
+            assert attn.kv_dim == attn.num_kv_heads * attn.head_dim
+        if hasattr(attn, "hidden_dim"):
+            assert attn.hidden_dim == attn.num_heads * attn.head_dim == attn.qk.out_features // 2
+        dgk.verify()

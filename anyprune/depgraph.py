@@ -538,14 +538,38 @@ class DependencyGraph:
         return self._find_failing(groups[:mid], counts) + self._find_failing(groups[mid:], counts)
 
     def _shapes_trial(self, groups: list[Group], counts: dict[int, int]) -> str | None:
+        """Prune ``groups`` (the first ``counts[id(g)]`` units of each) on meta twins of the parameters, re-trace
+        on meta and undo; return the error, or ``None``. The shadow restores every parameter and buffer slot and
+        every module's attributes on exit, so only the edits themselves (recorded in one :class:`Transaction`)
+        and the graph's bookkeeping need undoing: no snapshot of the whole model is taken."""
+        from .errors import AnyPruneError
+
         removed: dict[int, torch.Tensor] = {}
         for g in groups:
             mask = torch.zeros(g.size, dtype=torch.bool)
             mask[:counts[id(g)]] = True
             removed[g.atoms[0]] = mask
         modules = list({id(m): m for m in self.model.modules()}.values())
+        assert self._step is None, "a shapes-only trial cannot run inside transaction()"
+        tx, undo = Transaction(), []
+        configs = [c for m in modules if (c := getattr(m, "config", None)) is not None and hasattr(c, "__dict__")]
+        for c in configs:
+            tx.snapshot_object(c)
         with MetaShadow(modules) as shadow:
-            return self._attempt(lambda: self._apply_removed(removed, None, False, shadow.twin), on_meta=True)
+            self._step = (tx, undo)
+            try:
+                self._apply_removed(removed, None, False, shadow.twin)
+                with torch.no_grad():
+                    self._retrace(None, on_meta=True)
+                return None
+            except (AnyPruneError, RuntimeError, ValueError, TypeError, IndexError, AssertionError) as err:
+                return f"{type(err).__name__}: {err}"
+            finally:
+                self._step = None
+                self._pending_model_update = False
+                tx.rollback()
+                for f in reversed(undo):
+                    f()
 
     def _root_for(self, a: int, types: tuple[type, ...] | None):
         table = self.dims.atoms

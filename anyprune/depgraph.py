@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
@@ -61,6 +61,9 @@ class DependencyGraph:
         self._step: tuple[Transaction, list[Callable[[], None]]] | None = None
         self._pending_model_update = False  # whole-model updaters put off inside transaction()
         self._registered_pruners: dict[type, Any] = {}
+        self.removal_log: list[tuple[str, int, torch.Tensor]] | None = None
+        """When a list: every pruning appends ``(tensor name, dim, removed-positions mask)`` per parameter slice it
+        cuts, in order (a later mask is relative to what earlier ones kept); out-of-core pruning replays it."""
 
     # ------------------------------------------------------------ state
     @staticmethod
@@ -551,7 +554,7 @@ class DependencyGraph:
             removed[g.atoms[0]] = mask
         modules = list({id(m): m for m in self.model.modules()}.values())
         assert self._step is None, "a shapes-only trial cannot run inside transaction()"
-        tx, undo = Transaction(), []
+        tx, undo = Transaction(), cast(list[Callable[[], None]], [])
         configs = [c for m in modules if (c := getattr(m, "config", None)) is not None and hasattr(c, "__dict__")]
         for c in configs:
             tx.snapshot_object(c)
@@ -614,6 +617,12 @@ class DependencyGraph:
         slices = self.index.slices_of(atoms)
         bindings = self.index.bindings_of(atoms)
         counts = {a: int(m.sum()) for a, m in removed.items()}
+        if self.removal_log is not None:
+            for s in slices:
+                if isinstance(s, ParamSlice):
+                    mask = table.removal_mask(s.layout, removed)
+                    if bool(mask.any()):
+                        self.removal_log.append((s.fqn, s.dim, mask.clone()))
         root_positions = table.removal_mask(root.layout, removed).nonzero().flatten().tolist() \
             if record_history else []
         if self._step is None:

@@ -158,3 +158,30 @@ def test_unary_inplace_on_a_view_couples_nothing_new():
     model = M().eval()
     dg = tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 4, 4))
     assert [g.root.fqn for g in dg.groups()] == ["a.weight"]
+
+
+def test_tied_weights_update_the_attributes_of_every_module_that_uses_them():
+    """An embedding tied to the output projection: pruning the stream shrinks both, and both modules' attributes
+    (embedding_dim, in_features) follow, whichever name the weight is traced under."""
+
+    class TiedLM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 8)
+            self.body = nn.Linear(8, 8)
+            self.head = nn.Linear(8, 10, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, ids):
+            h = self.emb(ids)
+            return self.head(h + torch.relu(self.body(h)))
+
+    model = TiedLM().eval()
+    ids = torch.randint(0, 10, (2, 5))
+    dg = tp.DependencyGraph().build_dependency(model, ids)
+    (stream,) = [g for g in dg.groups() if any(s.fqn == "emb.weight" for s in g.slices)]
+    stream.prune([0, 3, 5])
+    assert model.emb.weight is model.head.weight
+    assert (model.emb.embedding_dim, model.head.in_features, model.body.in_features, model.body.out_features) == \
+        (5, 5, 5, 5)
+    assert model(ids).shape == (2, 5, 10)

@@ -113,6 +113,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="module names (fnmatch patterns) never pruned; repeatable")
     pr.add_argument("--heads", type=_ratio, default=None, help="also remove this fraction of attention heads")
     pr.add_argument("--out", default=None, help="directory to save the pruned model (safetensors + JSON)")
+    pr.add_argument("--max-memory", default=None, metavar="SIZE",
+                    help="prune an hf:DIR safetensors checkpoint out of core, holding at most SIZE (e.g. 2GB) of "
+                         "tensors; writes a Hugging Face checkpoint to --out (magnitude criteria: l1, l2, lamp)")
     pr.add_argument("--report", default=None, help="write an HTML report to this file")
     pr.add_argument("--no-latency", action="store_true", help="skip the CPU latency measurement (1 thread)")
     return p
@@ -224,6 +227,8 @@ def _prune(args) -> int:
     from .models import calibration_data, load_model
 
     _check_outputs(args)
+    if args.max_memory is not None:
+        return _prune_out_of_core(args)
     loaded = load_model(args.model, args.input_size)
     calibration = None
     if args.calibration is not None:
@@ -303,6 +308,43 @@ def _prune(args) -> int:
         }
         path = _write_atomically(args.report, lambda tmp: write_report(data, tmp))
         print(f"report written to {path}")
+    return 0
+
+
+def _prune_out_of_core(args) -> int:
+    """``prune hf:DIR --out DIR2 --max-memory SIZE``: stream the checkpoint instead of loading it."""
+    from pathlib import Path
+
+    from ..io.sharded import parse_memory, prune_checkpoint
+    from .models import _offline
+
+    budget = parse_memory(args.max_memory)
+    if not args.model.startswith("hf:") or not Path(args.model[3:]).is_dir():
+        raise ConfigError("--max-memory prunes a Hugging Face checkpoint directory: give hf:DIR")
+    if args.out is None:
+        raise ConfigError("--max-memory writes the pruned checkpoint to --out DIR: give --out")
+    unsupported = [flag for flag, used in (("--calibration", args.calibration is not None),
+                                           ("--report", args.report is not None),
+                                           ("--target-macs", args.target_macs is not None),
+                                           ("--target-params", args.target_params is not None)) if used]
+    if unsupported:
+        raise ConfigError(f"--max-memory does not combine with {', '.join(unsupported)} (it never loads the model)")
+    name = args.importance or "l2"
+    if name not in ("l1", "l2", "lamp"):
+        raise ConfigError(f"--max-memory computes magnitude criteria only (l1, l2, lamp), not {name}")
+    _offline()
+    kwargs: dict[str, Any] = {"global_pruning": args.global_pruning, "round_to": args.round_to,
+                              "prune_head_dims": False}  # a pruned head_dim has no config form next to rotary tables
+    if args.heads is not None:
+        kwargs.update(prune_num_heads=True, head_pruning_ratio=args.heads)
+    if args.ignore:
+        kwargs["ignored_layers"] = args.ignore
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = prune_checkpoint(args.model[3:], args.out, pruning_ratio=args.ratio, max_memory=budget,
+                                  importance=_importance(name, None), progress=not args.no_progress, **kwargs)
+    print(f"{args.model}: pruned {result.groups_pruned} groups out of core (at most {budget:,} bytes of tensors "
+          f"at once); params {result.params_before:,} -> {result.params_after:,}; saved to {args.out}")
     return 0
 
 

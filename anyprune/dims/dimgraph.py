@@ -73,8 +73,10 @@ class RuleContext:
     def out(self) -> Value:
         return self.call.outputs[0]
 
-    def module_of(self, v: Value | None) -> nn.Module | None:
-        return self.graph.module_of(v)
+    def module_of(self, v: Value | None, kind: type | tuple[type, ...] | None = None) -> nn.Module | None:
+        """The module owning parameter/buffer ``v``; with ``kind``, the first of its owners of that type (a tied
+        weight has one owner per name, e.g. an embedding and the output projection that reuses it)."""
+        return self.graph.module_of(v, kind)
 
     # writing
     def set_output(self, layouts: list, index: int = 0) -> None:
@@ -192,12 +194,18 @@ class DimGraph:
             self._layouts[v.index] = lay
         return lay
 
-    def module_of(self, v: Value | None) -> nn.Module | None:
-        """The module owning parameter/buffer ``v`` (the first of its names)."""
+    def module_of(self, v: Value | None, kind: type | tuple[type, ...] | None = None) -> nn.Module | None:
+        """The module owning parameter/buffer ``v`` (the first of its names); with ``kind``, the first owner of
+        that type, or ``None``."""
         if v is None or not v.names or v.kind not in ("param", "buffer"):
             return None
-        owner = v.names[0].rpartition(".")[0]
-        return self._modules.get(owner)
+        if kind is None:
+            return self._modules.get(v.names[0].rpartition(".")[0])
+        for name in v.names:
+            m = self._modules.get(name.rpartition(".")[0])
+            if isinstance(m, kind):
+                return m
+        return None
 
     def param_values(self) -> list[Value]:
         return [v for v in self.ops.values if v.kind in ("param", "buffer") and v.index in self._layouts]

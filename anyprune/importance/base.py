@@ -108,12 +108,13 @@ def _one_atom(group: Any, who: str) -> int:
     return int(atoms[0])
 
 
-def unit_slices(group: Any, who: str, *, include_bias: bool = True,
-                module_types: tuple[type, ...] | None = None) -> Iterator[tuple[ParamSlice, torch.Tensor]]:
+def unit_slices(group: Any, who: str, *, include_bias: bool = True, module_types: tuple[type, ...] | None = None,
+                allow_meta: bool = False) -> Iterator[tuple[ParamSlice, torch.Tensor]]:
     """Yield ``(slice, index)`` for every scorable parameter slice of a one-atom group, root first.
 
     ``index[k]`` is the atom index of position ``k`` of the slice's dim (``-1`` outside the atom).
-    Buffers, non-floating and ``meta`` tensors are skipped (they carry no values to score).
+    Buffers, non-floating and ``meta`` tensors are skipped (they carry no values to score); ``allow_meta`` keeps
+    meta tensors (for criteria that read the values from elsewhere, e.g. a checkpoint on disk).
     """
     a = _one_atom(group, who)
     table = group.table
@@ -123,7 +124,7 @@ def unit_slices(group: Any, who: str, *, include_bias: bool = True,
         if not isinstance(s, ParamSlice) or not isinstance(s.tensor, nn.Parameter):
             continue
         t = s.tensor
-        if t.is_meta or not t.is_floating_point():
+        if (t.is_meta and not allow_meta) or not t.is_floating_point():
             continue
         if not include_bias and s.attr == "bias":
             continue

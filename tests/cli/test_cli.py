@@ -259,3 +259,28 @@ def test_calibration_errors_exit_2_with_one_line(args, message, tmp_path):
     assert r.returncode == 2
     assert message in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_prune_a_sharded_checkpoint_out_of_core(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, vocab_size=60)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "src", max_shard_size="40KB")
+    out = tmp_path / "out"
+    r = run("prune", f"hf:{tmp_path / 'src'}", "--max-memory", "100KB", "--ratio", "0.5", "--heads", "0.5",
+            "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "out of core" in r.stdout
+    model = transformers.LlamaForCausalLM.from_pretrained(out)
+    assert model.config.intermediate_size == 32
+    assert model.config.num_attention_heads == 2
+    with torch.no_grad():
+        assert model(torch.randint(0, 60, (1, 5))).logits.shape == (1, 5, 60)
+    before = _disk(tmp_path)
+    bad = run("prune", f"hf:{tmp_path / 'src'}", "--max-memory", "100KB", "--importance", "taylor", "--out",
+              str(tmp_path / "out2"))
+    assert bad.returncode == 2
+    assert "magnitude criteria only" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    assert _disk(tmp_path) == before

@@ -20,8 +20,8 @@ def linear(ctx, input, weight, bias=None) -> None:
     if bias is not None:
         ctx.unify(ctx.layouts(bias)[0], w[0])
     ctx.set_output([*list(x[:-1]), w[0]])
-    mod = ctx.module_of(weight)
-    if isinstance(mod, nn.Linear):
+    mod = ctx.module_of(weight, nn.Linear)
+    if mod is not None:
         ctx.bind(mod, "out_features", [w[0]])
         ctx.bind(mod, "in_features", [w[1]])
 

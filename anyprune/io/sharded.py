@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from torch import nn
 
 from ..errors import ConfigError
 
-__all__ = ["prune_checkpoint", "StreamedImportance", "CheckpointReader", "parse_memory"]
+__all__ = ["prune_checkpoint", "StreamedImportance", "CheckpointReader", "parse_memory", "write_safetensors"]
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
           "GIB": 2**30, "TIB": 2**40}
@@ -73,43 +73,110 @@ class CheckpointReader:
                 shards.setdefault(file, []).append(name)
             self.shards = shards
         elif single.is_file():
-            from safetensors import safe_open
-
-            with safe_open(str(single), framework="pt") as f:
-                self.shards = {single.name: list(f.keys())}
+            self.shards = {single.name: list(_read_header(single)[0])}
         else:
             raise ConfigError(f"{self.dir} has no model.safetensors or model.safetensors.index.json: out-of-core "
                               "pruning reads safetensors checkpoints only")
         self.names = {n: file for file, names in self.shards.items() for n in names}
 
-    def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """``(name, tensor)`` for every tensor, shard by shard; each tensor is loaded only when it is yielded."""
-        from safetensors import safe_open
-
+    def entries(self) -> Iterator[tuple[str, int, Callable[[], torch.Tensor]]]:
+        """``(name, bytes, load)`` for every tensor, shard by shard, in file order: ``load()`` reads the tensor
+        (plain reads, not a memory map, so that only the tensor itself becomes resident, owned by the caller)."""
         for file, names in self.shards.items():
-            with safe_open(str(self.dir / file), framework="pt") as f:
+            path = self.dir / file
+            header, start = _read_header(path)
+            with open(path, "rb") as f:
                 for name in names:
-                    yield name, f.get_tensor(name)
+                    entry = header.get(name)
+                    if entry is None:
+                        raise ConfigError(f"{path} has no tensor {name!r} (the shard index says it does)")
+
+                    def load(f=f, entry=entry, name=name, path=path) -> torch.Tensor:
+                        dtype, shape, (lo, hi) = entry
+                        buf = bytearray(hi - lo)
+                        f.seek(start + lo)
+                        if f.readinto(buf) != hi - lo:
+                            raise ConfigError(f"{path} ends inside tensor {name!r} (a truncated file?)")
+                        t = torch.frombuffer(buf, dtype=dtype) if buf else torch.empty(0, dtype=dtype)
+                        return t.reshape(shape)
+
+                    yield name, entry[2][1] - entry[2][0], load
+
+    def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """``(name, tensor)`` for every tensor, shard by shard, each read when it is yielded."""
+        for name, _, load in self.entries():
+            yield name, load()
 
     def sizes(self) -> dict[str, int]:
         """Bytes of each tensor, read from the shards' headers (nothing is loaded)."""
-        from safetensors import safe_open
-
         out: dict[str, int] = {}
         for file, names in self.shards.items():
-            with safe_open(str(self.dir / file), framework="pt") as f:
-                for name in names:
-                    sl = f.get_slice(name)
-                    numel = 1
-                    for d in sl.get_shape():
-                        numel *= int(d)
-                    out[name] = numel * _dtype_bytes(sl.get_dtype())
+            header, _ = _read_header(self.dir / file)
+            for name in names:
+                if name in header:
+                    lo, hi = header[name][2]
+                    out[name] = hi - lo
         return out
 
 
-def _dtype_bytes(code: str) -> int:
-    return {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
-            "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}.get(code.upper(), 4)
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+_CODES = {v: k for k, v in _DTYPES.items()}
+
+
+def _read_header(path: Path) -> tuple[dict[str, tuple[torch.dtype, list[int], tuple[int, int]]], int]:
+    """A safetensors file's tensor table (dtype, shape, byte range) and where its data starts, checked."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n <= min(size - 8, 100 * 2**20):
+                raise ConfigError(f"{path} is not a safetensors file (bad header length)")
+            raw = json.loads(f.read(n))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot read the safetensors file {path}: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} is not a safetensors file (the header is not a table)")
+    start, out = 8 + n, {}
+    for name, e in raw.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = _DTYPES[e["dtype"]]
+            shape = [int(d) for d in e["shape"]]
+            lo, hi = (int(v) for v in e["data_offsets"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"{path}: tensor {name!r} has an unsupported or malformed entry {e!r}") from err
+        numel = 1
+        for d in shape:
+            numel *= d
+        if min(shape, default=1) < 0 or hi - lo != numel * dtype.itemsize or lo < 0 or start + hi > size:
+            raise ConfigError(f"{path}: tensor {name!r} has a byte range that does not fit its shape or the file")
+        out[name] = (dtype, shape, (lo, hi))
+    return out, start
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` (CPU, contiguous) as a safetensors file, streaming each tensor's bytes from its own
+    memory (no serialised copy of the whole shard)."""
+    header: dict[str, Any] = {"__metadata__": dict(metadata or {})}
+    offset = 0
+    for name, t in tensors.items():
+        if t.dtype not in _CODES:
+            raise ConfigError(f"{name}: dtype {t.dtype} cannot be written to safetensors here")
+        nbytes = t.numel() * t.element_size()
+        header[name] = {"dtype": _CODES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        for t in tensors.values():
+            if t.numel():
+                flat = t.detach().contiguous().reshape(-1)
+                f.write(memoryview(flat.view(torch.uint8).numpy()))
 
 
 class StreamedImportance:
@@ -154,8 +221,11 @@ class StreamedImportance:
                 if name is None:
                     raise ConfigError(f"the checkpoint has no tensor for {s.fqn} (nor for a name tied to it)")
                 items.setdefault(name, []).append((a, k, s, idx))
-        for name, t in _progress(self.reader.tensors(), self.progress, "scoring", len(self.reader.names)):
-            for a, k, s, idx in items.get(name, []):
+        for name, _, load in _progress(self.reader.entries(), self.progress, "scoring", len(self.reader.names)):
+            if name not in items:
+                continue  # a tensor no group scores (pinned, or not a target type) is not read at all
+            t = load()
+            for a, k, s, idx in items[name]:
                 if tuple(t.shape) != tuple(s.tensor.shape):
                     raise ConfigError(f"{name} has shape {tuple(t.shape)} in the checkpoint and "
                                       f"{tuple(s.tensor.shape)} in the model built from the config")
@@ -232,8 +302,6 @@ def prune_checkpoint(source: str | os.PathLike, out: str | os.PathLike, *, pruni
     Returns:
         The pruner's :class:`~anyprune.pruner.PruneResult`.
     """
-    from safetensors.torch import save_file
-
     from ..importance.magnitude import GroupMagnitudeImportance
     from ..pruner.algorithms import MetaPruner
 
@@ -305,22 +373,24 @@ def prune_checkpoint(source: str | os.PathLike, out: str | os.PathLike, *, pruni
             if not buffer:
                 return
             name = f"part-{len(files) + 1:05d}.safetensors"
-            save_file(buffer, str(tmp / name), metadata={"format": "pt"})
+            write_safetensors(tmp / name, buffer, metadata={"format": "pt"})
             files.append((name, list(buffer)))
             buffer.clear()
             filled = 0
 
-        for name, t in _progress(reader.tensors(), progress, "writing", len(reader.names)):
+        for name, size, load in _progress(reader.entries(), progress, "writing", len(reader.names)):
+            if buffer and filled + size > shard_limit:  # flush before reading: shard + tensor stay within budget
+                flush()
+            t = load()
             for dim, keep in keeps.get(name, {}).items():
                 t = t.index_select(dim, keep)
             want = expected.get(name)
             if want is not None and tuple(t.shape) != want:
                 raise ConfigError(f"{name}: the pruned tensor has shape {tuple(t.shape)}, the pruned model expects "
                                   f"{want}")
+            nbytes = t.numel() * t.element_size()
             buffer[name] = t.contiguous()
-            filled += t.numel() * t.element_size()
-            if filled >= shard_limit:
-                flush()
+            filled += nbytes
         flush()
         total = len(files)
         for k, (name, names) in enumerate(files, start=1):

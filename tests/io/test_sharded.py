@@ -103,3 +103,36 @@ def test_reader_refuses_files_outside_the_directory(tmp_path):
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "../x.safetensors"}}))
     with pytest.raises(tp.ConfigError, match="outside the directory"):
         CheckpointReader(tmp_path)
+
+
+def test_writer_and_reader_round_trip_every_dtype_against_safetensors(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from anyprune.io.sharded import write_safetensors
+
+    torch.manual_seed(0)
+    tensors = {"f32": torch.randn(3, 4), "bf16": torch.randn(5).bfloat16(), "f16": torch.randn(2, 2).half(),
+               "i64": torch.arange(6).reshape(2, 3), "b": torch.tensor([True, False]), "empty": torch.zeros(0, 3),
+               "f64": torch.randn(1, dtype=torch.float64)}
+    write_safetensors(tmp_path / "model.safetensors", tensors, {"format": "pt"})
+    official = load_file(str(tmp_path / "model.safetensors"))
+    assert sorted(official) == sorted(tensors)
+    for k, t in tensors.items():
+        assert official[k].dtype == t.dtype
+        assert torch.equal(official[k], t)
+    save_file(tensors, str(tmp_path / "other.safetensors"))
+    (tmp_path / "other.safetensors").rename(tmp_path / "model.safetensors")
+    read = dict(CheckpointReader(tmp_path).tensors())
+    for k, t in tensors.items():
+        assert torch.equal(read[k], t), k
+
+
+def test_a_truncated_shard_is_refused(tmp_path):
+    _llama().save_pretrained(tmp_path / "src")
+    path = tmp_path / "src" / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(tp.ConfigError, match="does not fit its shape or the file"):
+        prune_checkpoint(tmp_path / "src", tmp_path / "out", progress=False)
+    path.write_bytes(b"\xff" * 16)
+    with pytest.raises(tp.ConfigError, match="not a safetensors file"):
+        prune_checkpoint(tmp_path / "src", tmp_path / "out", progress=False)

@@ -91,7 +91,7 @@ class CheckpointReader:
                     if entry is None:
                         raise ConfigError(f"{path} has no tensor {name!r} (the shard index says it does)")
 
-                    def load(f=f, entry=entry, name=name, path=path) -> torch.Tensor:
+                    def load(f=f, entry=entry, name=name, path=path, start=start) -> torch.Tensor:
                         dtype, shape, (lo, hi) = entry
                         buf = bytearray(hi - lo)
                         f.seek(start + lo)
@@ -176,7 +176,7 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
         for t in tensors.values():
             if t.numel():
                 flat = t.detach().contiguous().reshape(-1)
-                f.write(memoryview(flat.view(torch.uint8).numpy()))
+                f.write(flat.view(torch.uint8).numpy().data)
 
 
 class StreamedImportance:

@@ -124,6 +124,55 @@ class InputStats:
         return (self.gram.diagonal() / max(self.rows, 1) - self.mean.square()).clamp_min(0)
 
 
+def reduce_across_ranks(stats: dict[nn.Module, InputStats], features: dict[nn.Module, int]) -> None:
+    """Sum ``stats`` over the processes of ``torch.distributed`` (when it is initialised with more than one rank),
+    in place: every rank then holds the statistics of all the ranks' data, so criteria, allocation and
+    re-fits decide the same everywhere. ``features`` lists every consumer in the same order on all ranks (a rank
+    whose data never reached one gets empty statistics first). Cross products and folds are kept only where
+    every rank has them. Works with gloo (CPU) and NCCL (through the current CUDA device)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else \
+        torch.device("cpu")
+
+    def reduce(t: torch.Tensor, op: Any = dist.ReduceOp.SUM) -> torch.Tensor:
+        moved = t.to(device)
+        dist.all_reduce(moved, op=op)
+        return moved.to("cpu")
+
+    mods = list(features)
+    # which consumers share one statistics object (they read the same tensor) is the same on every rank where
+    # they ran; a rank whose data never reached a consumer (e.g. an expert no token was routed to) adopts it
+    first: dict[int, int] = {}
+    owners = [float(first.setdefault(id(stats[m]), k)) if m in stats else -1.0 for k, m in enumerate(mods)]
+    canonical = reduce(torch.tensor(owners, dtype=torch.float64), dist.ReduceOp.MAX).tolist()
+    for k, m in enumerate(mods):
+        o = int(canonical[k])
+        if o >= 0 and m not in stats:
+            stats[m] = InputStats.empty(features[m]) if o == k else stats[mods[o]]
+    unique: dict[int, InputStats] = {}
+    for m in mods:
+        if m in stats:
+            unique.setdefault(id(stats[m]), stats[m])
+    for st in unique.values():
+        parts = [st] + ([st.fold] if st.fold is not None else [])
+        flags = reduce(torch.tensor([float(st.cross is not None), float(st.fold is not None)], dtype=torch.float64),
+                       dist.ReduceOp.MIN).tolist()
+        if not flags[0]:
+            st.cross = st.ref_sum = st.ref_gram = None
+        if not flags[1]:
+            st.fold = None
+            parts = [st]
+        for part in parts:
+            part.rows = int(reduce(torch.tensor([float(part.rows)], dtype=torch.float64)).item())
+            part.sum, part.gram = reduce(part.sum), reduce(part.gram)
+            if flags[0] and part.cross is not None and part.ref_sum is not None and part.ref_gram is not None:
+                part.cross, part.ref_sum, part.ref_gram = reduce(part.cross), reduce(part.ref_sum), \
+                    reduce(part.ref_gram)
+
+
 class StatsCollector:
     """Forward pre-hooks that accumulate :class:`InputStats` for chosen consumer modules.
 
@@ -186,6 +235,8 @@ class StatsCollector:
             st = self.stats.get(m)
             if st is not None:
                 st.drop_reference()
+        if exc[0] is None:
+            reduce_across_ranks(self.stats, {m: s.features(m) for m, s in self.specs.items()})
 
     def new_batch(self) -> None:
         """Forget which inputs were seen (call between forward passes)."""

@@ -41,6 +41,15 @@ SETTINGS = {"MLP -20%": dict(pruning_ratio=0.2, prune_head_dims=False),
                                                 head_pruning_ratio=0.2)}
 
 
+
+def _dist_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
 def _model(layers: int | None):
     from anyprune.testing import real_llm
 
@@ -118,7 +127,7 @@ def run_peer(setting: str, runs: int, layers: int | None) -> dict:
         shape = f"MLP {m.model.layers[0].mlp.gate_proj.out_features}"
         del m, pr
     return dict(build=statistics.median(builds), step=statistics.median(steps), shape=shape,
-                version=peer.__version__)
+                version=getattr(peer, "__version__", None) or _dist_version("torch-pruning"))
 
 
 def child(args) -> None:

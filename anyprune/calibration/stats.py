@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import weakref
@@ -13,7 +15,7 @@ from torch import nn
 
 from .consumers import ConsumerSpec, consumer_spec, input_features
 
-__all__ = ["InputStats", "StatsCollector"]
+__all__ = ["InputStats", "StatsCollector", "collecting_folds", "reduce_across_ranks"]
 
 
 
@@ -92,8 +94,10 @@ class InputStats:
         return self.fold
 
     def drop_reference(self) -> None:
-        """Forget the cross products (and the fold)."""
-        self.cross = self.ref_sum = self.ref_gram = self.fold = None
+        """Forget the cross products (the fold keeps its own rows, sums and Gram matrix)."""
+        for st in (self, self.fold):
+            if st is not None:
+                st.cross = st.ref_sum = st.ref_gram = None
 
     def split(self) -> tuple[InputStats, InputStats] | None:
         """``(fold, rest)``: the statistics of the two halves of the batches, or ``None`` without a fold that
@@ -173,6 +177,20 @@ def reduce_across_ranks(stats: dict[nn.Module, InputStats], features: dict[nn.Mo
                     reduce(part.ref_gram)
 
 
+_FOLDS: contextvars.ContextVar[bool] = contextvars.ContextVar("anyprune_folds", default=False)
+
+
+@contextlib.contextmanager
+def collecting_folds():
+    """Inside: every :class:`StatsCollector` also keeps the statistics of every other batch
+    (:attr:`InputStats.fold`), for choices checked by two-fold cross-validation (e.g. the re-fit's damping)."""
+    token = _FOLDS.set(True)
+    try:
+        yield
+    finally:
+        _FOLDS.reset(token)
+
+
 class StatsCollector:
     """Forward pre-hooks that accumulate :class:`InputStats` for chosen consumer modules.
 
@@ -208,6 +226,7 @@ class StatsCollector:
                 continue
             self.specs[m] = spec
         self.reference = reference
+        self.folds = _FOLDS.get()
         self.phase = "model"
         self._handles: list[Any] = []
         self._seen: dict[tuple, tuple[weakref.ref, Any]] = {}
@@ -286,7 +305,7 @@ class StatsCollector:
         if feats.shape[1] != mine.features:
             raise RuntimeError(f"{type(module).__name__} got {feats.shape[1]} input features, "
                                f"{mine.features} before; the model changed during calibration")
-        fold = self.reference is not None and self._batches % 2 == 1
+        fold = (self.reference is not None or self.folds) and self._batches % 2 == 1
         mine.add(feats, fold)
         if ref is not None:
             if ref.shape == feats.shape:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -14,6 +15,7 @@ from torch import nn
 
 from ..calibration import InputStats, StatsCollector, consumer_spec, stream_statistics
 from ..calibration import evaluating as _evaluating
+from ..calibration.stats import collecting_folds
 from ..calibration.runner import BlockRunner, find_blocks, module_block, progress, run_batch, run_hooked, twins
 from ..errors import ConfigError
 from ..groups.group import ParamSlice
@@ -104,7 +106,7 @@ def _gather(into: dict[nn.Module, InputStats], stats: dict[nn.Module, InputStats
 
 
 def prune_and_reconstruct(model: nn.Module, plans: list[tuple[Any, torch.Tensor]], batches: list[Any], *,
-                          forward_fn: Callable | None = None, sequential: bool = True, damp: float = 0.1,
+                          forward_fn: Callable | None = None, sequential: bool = True, damp: float | str = 0.1,
                           max_features: int = 8192, batchnorm: bool | None = None,
                           show_progress: bool = False, target: str = "auto", max_stages: int = 8,
                           rescore: Callable[[Any, dict[nn.Module, InputStats]], torch.Tensor | None] | None = None,
@@ -146,7 +148,8 @@ def prune_and_reconstruct(model: nn.Module, plans: list[tuple[Any, torch.Tensor]
         batches: calibration batches (:func:`anyprune.calibration.calibration_batches`).
         forward_fn: ``forward_fn(model, batch)`` instead of the default call.
         sequential: prune and re-fit in the order the data flows (else one pass, all groups at once).
-        damp: relative damping of the least-squares re-fit.
+        damp: relative damping of the least-squares re-fit, or ``"auto"`` (chosen per consumer by two-fold
+            cross-validation over the calibration batches; the statistics then keep a fold).
         max_features: consumers with more input features are not re-fitted.
         batchnorm: re-estimate batch-norm statistics (``None``: if some consumer was not re-fitted).
         show_progress: progress bars.
@@ -165,8 +168,9 @@ def prune_and_reconstruct(model: nn.Module, plans: list[tuple[Any, torch.Tensor]
         raise ConfigError("deferred groups need rescore: something must choose their units")
     report = ReconstructionReport()
     rec = Reconstructor(damp)
+    correction_damp = 0.1 if damp == "auto" else float(damp)
     names = {m: n for n, m in model.named_modules()}
-    with _evaluating(model):
+    with _evaluating(model), (collecting_folds() if damp == "auto" else contextlib.nullcontext()):
         chain = find_blocks(model) if sequential else None
         if chain and not BlockRunner.check_chain(model, chain, batches[0], forward_fn):
             chain = None
@@ -181,7 +185,7 @@ def prune_and_reconstruct(model: nn.Module, plans: list[tuple[Any, torch.Tensor]
                 local.setdefault(k, []).append((group, idx))
 
         def prune(todo: list[tuple[Any, torch.Tensor]], stats: dict[nn.Module, InputStats]) -> None:
-            report.corrected += [names.get(m, "?") for m in correct_to_reference(stats, damp)]
+            report.corrected += [names.get(m, "?") for m in correct_to_reference(stats, correction_damp)]
             chosen = []
             for group, idx in todo:  # every choice on the statistics of this turn, before anything is pruned
                 placeholder = id(group) in deferred_ids

@@ -101,6 +101,57 @@ def _held_out_error(w: torch.Tensor, fitted: torch.Tensor, stats: InputStats) ->
     return float((w @ r * w).sum() - 2 * (w @ c * fitted).sum() + (fitted @ h * fitted).sum())
 
 
+DAMP_GRID = (0.001, 0.01, 0.1, 1.0)
+"""The relative dampings ``damp="auto"`` chooses from."""
+
+
+def _fit_error(w: torch.Tensor, fitted: torch.Tensor, stats: InputStats, cols: torch.Tensor) -> float:
+    """``E||W t - W' x_cols||^2`` on ``stats``, where the target ``t`` is the reference row with cross products
+    and the row itself without (``W`` with its bias column, ``W'`` over ``cols``, which include the bias column)."""
+    bias = w.shape[1] == stats.features + 1
+    _, h = augmented(w[:, :stats.features], w[:, -1] if bias else None, stats)
+    if stats.cross is None:
+        r, c = h, h
+    else:
+        assert stats.ref_gram is not None and stats.ref_sum is not None
+        rows = max(stats.rows, 1)
+        c = cross_augmented(stats, bias)
+        r = stats.ref_gram / rows
+        if bias:
+            r = torch.cat([torch.cat([r, (stats.ref_sum / rows)[:, None]], 1),
+                           torch.cat([stats.ref_sum / rows, torch.ones(1, dtype=torch.float64)])[None]], 0)
+    hk = h[cols][:, cols]
+    return float((w @ r * w).sum() - 2 * (w @ c[:, cols] * fitted).sum() + (fitted @ hk * fitted).sum())
+
+
+def choose_damp(weight: torch.Tensor, bias: torch.Tensor | None, stats: InputStats, kept: torch.Tensor,
+                grid: tuple[float, ...] = DAMP_GRID, default: float = 0.1) -> float:
+    """The damping of :func:`least_squares_refit` whose re-fit generalises best: for each value of ``grid``, fit
+    on one half of the calibration batches (:attr:`InputStats.fold`) and measure the output error on the other,
+    both ways. ``default`` when the statistics have no fold with rows on both sides (see
+    :func:`~anyprune.calibration.stats.collecting_folds`)."""
+    halves = stats.split()
+    if halves is None:
+        return default
+    w = weight.double().cpu()
+    b = None if bias is None else bias.detach().double().cpu()
+    wa = w if b is None else torch.cat([w, b[:, None]], 1)
+    cols = kept if b is None else torch.cat([kept, torch.tensor([stats.features])])
+    best: tuple[float, float] | None = None
+    for damp in grid:
+        err = 0.0
+        for fit_on, check_on in (halves, halves[::-1]):
+            sol, sb = least_squares_refit(w, b, fit_on, kept, damp)
+            fitted = sol if sb is None else torch.cat([sol, sb[:, None]], 1)
+            err += _fit_error(wa, fitted, check_on, cols)
+        if best is None or err < best[0]:
+            best = (err, damp)
+    assert best is not None
+    # the halves hold about half the rows: the damping that suits them is about twice what suits all the rows
+    # (a ridge penalty's best strength, relative to the Gram matrix per row, falls as 1 / rows)
+    return best[1] * max(halves[0].rows, halves[1].rows) / max(stats.rows, 1)
+
+
 def correct_to_reference(stats: dict[nn.Module, InputStats], damp: float = 0.1) -> list[nn.Module]:
     """Re-fit consumers whose statistics have cross products with a reference pass, at full width, to
     reproduce the reference output from their current inputs (``W <- (W C + l W)(H + l I)^-1``, bias
@@ -175,7 +226,9 @@ class Reconstructor:
     was pruned). Output rows removed after a consumer was first watched are followed too.
 
     Args:
-        damp: relative Tikhonov damping of the normal equations.
+        damp: relative Tikhonov damping of the normal equations, or ``"auto"``: chosen per consumer from
+            :data:`DAMP_GRID` by two-fold cross-validation over the calibration batches (:func:`choose_damp`;
+            collect the statistics under :func:`~anyprune.calibration.stats.collecting_folds`).
 
     Example:
         >>> import torch, anyprune as tp
@@ -196,10 +249,11 @@ class Reconstructor:
         True
     """
 
-    def __init__(self, damp: float = 0.1) -> None:
-        if isinstance(damp, bool) or not isinstance(damp, (int, float)) or damp < 0:
-            raise ConfigError(f"damp must be a number >= 0 (e.g. 0.01), got {damp!r}")
-        self.damp = float(damp)
+    def __init__(self, damp: float | str = 0.1) -> None:
+        if damp != "auto" and (isinstance(damp, bool) or not isinstance(damp, (int, float)) or damp < 0):
+            raise ConfigError(f"damp must be a number >= 0 (e.g. 0.01) or 'auto', got {damp!r}")
+        self.damp: float | str = damp if damp == "auto" else float(damp)
+        self.chosen: dict[nn.Module, float] = {}  # with damp="auto": the damping each re-fit used
         self._watched: dict[nn.Module, _Watched] = {}
 
     @property
@@ -253,7 +307,9 @@ class Reconstructor:
                                    f"had {w.weight.shape[1]} when first watched; collect statistics before pruning")
             pc = w.spec.per_channel
             feats = (w.cols[:, None] * pc + torch.arange(pc)).flatten()
-            sol, b = least_squares_refit(w.weight, w.bias, st, feats, self.damp)
+            damp = choose_damp(w.weight, w.bias, st, feats) if self.damp == "auto" else float(self.damp)
+            self.chosen[m] = damp
+            sol, b = least_squares_refit(w.weight, w.bias, st, feats, damp)
             sol = sol[w.rows]
             if not bool(torch.isfinite(sol).all()):
                 raise PruningError(f"the least-squares re-fit of {type(m).__name__} is not finite")

@@ -41,8 +41,10 @@ def test_cross_products_fold_and_split_are_sums_over_rows():
     torch.testing.assert_close(rest.cross + fold.cross, st.cross, rtol=1e-12, atol=1e-12)
     st.drop_reference()
     assert st.cross is None
-    assert st.fold is None
-    assert st.split() is None
+    assert st.fold is not None  # the fold keeps its own statistics (for cross-validated choices), not the cross
+    assert st.fold.cross is None
+    fold, rest = st.split()  # still splits, now without cross products
+    assert (fold.rows, rest.rows, rest.cross) == (20, 30, None)
 
 
 @pytest.mark.parametrize("with_bias", [True, False])

@@ -15,8 +15,8 @@ from torch import nn
 
 from ..calibration import InputStats, StatsCollector, consumer_spec, stream_statistics
 from ..calibration import evaluating as _evaluating
-from ..calibration.stats import collecting_folds
 from ..calibration.runner import BlockRunner, find_blocks, module_block, progress, run_batch, run_hooked, twins
+from ..calibration.stats import collecting_folds
 from ..errors import ConfigError
 from ..groups.group import ParamSlice
 from .batchnorm import reestimate_batchnorm

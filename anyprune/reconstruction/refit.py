@@ -113,7 +113,8 @@ def _fit_error(w: torch.Tensor, fitted: torch.Tensor, stats: InputStats, cols: t
     if stats.cross is None:
         r, c = h, h
     else:
-        assert stats.ref_gram is not None and stats.ref_sum is not None
+        assert stats.ref_gram is not None
+        assert stats.ref_sum is not None
         rows = max(stats.rows, 1)
         c = cross_augmented(stats, bias)
         r = stats.ref_gram / rows

@@ -85,20 +85,9 @@ def cross_augmented(stats: InputStats, bias: bool) -> torch.Tensor:
 
 
 def _held_out_error(w: torch.Tensor, fitted: torch.Tensor, stats: InputStats) -> float:
-    """``E||W r - W' x||^2`` on ``stats`` (``W``, ``W'`` with their bias columns, if any)."""
-    assert stats.ref_gram is not None
-    assert stats.ref_sum is not None
-    bias = fitted.shape[1] == stats.features + 1
-    _, h = augmented(w[:, :stats.features], w[:, -1] if bias else None, stats)
-    c = cross_augmented(stats, bias)
-    rows = max(stats.rows, 1)
-    n = stats.features
-    r = stats.ref_gram / rows
-    if bias:
-        r = torch.cat([torch.cat([r, (stats.ref_sum / rows)[:, None]], 1),
-                       torch.cat([stats.ref_sum / rows, torch.ones(1, dtype=torch.float64)])[None]], 0)
-    assert r.shape[0] == n + int(bias)
-    return float((w @ r * w).sum() - 2 * (w @ c * fitted).sum() + (fitted @ h * fitted).sum())
+    """``E||W r - W' x||^2`` on ``stats`` (``W``, ``W'`` with their bias columns, if any; full width)."""
+    assert stats.cross is not None
+    return _fit_error(w, fitted, stats, torch.arange(fitted.shape[1]))
 
 
 DAMP_GRID = (0.001, 0.01, 0.1, 1.0)

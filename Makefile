@@ -40,6 +40,7 @@ bad-inputs-doc: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m anyprune.demo
+	mkdir -p .cache/demo
 	$(PY) -m anyprune prune torchvision:resnet50 --ratio 0.5 --global --round-to 8 \
 		--out .cache/demo/resnet50 --report .cache/demo/resnet50.html
 	$(PY) -m anyprune prune hf:anyprune/testing/data/tiny-llama.json --ratio 0.5 --heads 0.5 \

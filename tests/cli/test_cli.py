@@ -284,3 +284,25 @@ def test_prune_a_sharded_checkpoint_out_of_core(tmp_path):
     assert "magnitude criteria only" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
     assert _disk(tmp_path) == before
+
+
+def test_the_demo_recipe_creates_the_folders_its_outputs_go_to():
+    """`make demo` on a fresh clone: the command line refuses outputs whose folder does not exist (checked before
+    any work), so the recipe must create them first."""
+    recipe, inside = [], False
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        if line.startswith("demo:"):
+            inside = True
+            continue
+        if inside and not line.startswith(("\t", " ")):
+            break
+        if inside:
+            recipe.append(line.strip())
+    text = " ".join(recipe).replace("\\", " ")
+    outputs = re.findall(r"--(?:out|report)\s+(\S+)", text)
+    assert outputs, recipe
+    made = re.findall(r"mkdir -p\s+(\S+)", text)
+    for out in outputs:
+        parent = str(Path(out).parent)
+        assert any(parent == m or parent.startswith(m.rstrip("/") + "/") for m in made), (out, made)
+        assert text.index(f"mkdir -p {parent}") < text.index(out)

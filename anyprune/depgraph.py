@@ -545,8 +545,6 @@ class DependencyGraph:
         on meta and undo; return the error, or ``None``. The shadow restores every parameter and buffer slot and
         every module's attributes on exit, so only the edits themselves (recorded in one :class:`Transaction`)
         and the graph's bookkeeping need undoing: no snapshot of the whole model is taken."""
-        from .errors import AnyPruneError
-
         removed: dict[int, torch.Tensor] = {}
         for g in groups:
             mask = torch.zeros(g.size, dtype=torch.bool)
@@ -565,7 +563,7 @@ class DependencyGraph:
                 with torch.no_grad():
                     self._retrace(None, on_meta=True)
                 return None
-            except (AnyPruneError, RuntimeError, ValueError, TypeError, IndexError, AssertionError) as err:
+            except Exception as err:  # anything user code (updaters, the forward) raises means: it breaks
                 return f"{type(err).__name__}: {err}"
             finally:
                 self._step = None

@@ -131,3 +131,23 @@ def test_a_failing_set_is_halved_until_the_breaking_group_is_found():
 def test_check_groups_false_offers_everything_the_algebra_allows():
     dg = tp.DependencyGraph().build_dependency(WidthAssert(), torch.randn(1, 3, 4, 4), check_groups=False)
     assert sorted(g.size for g in dg.groups()) == [6, 8]
+
+
+def test_any_error_in_the_trial_pins_the_group_instead_of_failing_the_build():
+    class Lookup(nn.Module):
+        """The forward looks its width up in a table: a KeyError once pruned."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+            self.scale = {8: 1.0}
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.b(h * self.scale[h.shape[-1]])
+
+    model = Lookup()
+    dg = tp.DependencyGraph().build_dependency(model, torch.randn(2, 4))
+    assert dg.groups() == []
+    with pytest.raises(tp.PruningError, match="KeyError"):
+        dg.get_pruning_group(model.a, tp.prune_linear_out_channels, idxs=[0])

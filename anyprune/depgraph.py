@@ -615,21 +615,15 @@ class DependencyGraph:
         slices = self.index.slices_of(atoms)
         bindings = self.index.bindings_of(atoms)
         counts = {a: int(m.sum()) for a, m in removed.items()}
-        if self.removal_log is not None:
-            for s in slices:
-                if isinstance(s, ParamSlice):
-                    mask = table.removal_mask(s.layout, removed)
-                    if bool(mask.any()):
-                        self.removal_log.append((s.fqn, s.dim, mask.clone()))
         root_positions = table.removal_mask(root.layout, removed).nonzero().flatten().tolist() \
             if record_history else []
         if self._step is None:
             with Transaction() as tx:
-                apply_removal(table, slices, bindings, removed, tx)
+                apply_removal(table, slices, bindings, removed, tx, log=self.removal_log)
                 self._attrs.apply(counts, tx)
         else:  # inside transaction(): the edits join it, and so does the graph's bookkeeping
             tx, undo = self._step
-            apply_removal(table, slices, bindings, removed, tx, resolve)
+            apply_removal(table, slices, bindings, removed, tx, resolve, self.removal_log)
             self._attrs.apply(counts, tx, model_level=False)  # whole-model updaters: once, at flush_updates()
             self._pending_model_update = True
             shapes = [(s.value, s.value.shape) for s in slices if isinstance(s, ParamSlice)]

@@ -21,7 +21,7 @@ import time
 import warnings
 
 import torch
-from docs_section import write_section
+from docs_section import publish
 
 import anyprune as tp
 
@@ -128,9 +128,7 @@ halves hold half the rows (a ridge penalty's best strength falls as one over the
 choose it.
 {END}
 """
-    print(text)
-    if not args.no_write:
-        write_section(text, START, END)
+    publish(text, START, END, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import time
 import warnings
 from pathlib import Path
 
-from docs_section import write_section
+from docs_section import publish
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -222,9 +222,7 @@ ignored_layers=[lm_head])` and an interactive step that prunes only the groups o
 anyprune process. Reproduce with `.venv/bin/python benchmarks/bench_llm_real.py`.
 {END}
 """
-    print(text)
-    if not args.no_write:
-        write_section(text, START, END)
+    publish(text, START, END, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from docs_section import write_section
+from docs_section import publish
 
 START, END = "<!-- bench_out_of_core:start -->", "<!-- bench_out_of_core:end -->"
 CONFIG = {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24, "num_attention_heads": 32,
@@ -200,9 +200,7 @@ a quarter of `max_memory`. *floor*: the same reads and writes without any prunin
 criterion, same settings) is checked on a small sharded config by `tests/io/test_sharded.py`.
 {END}
 """
-    print(text)
-    if not args.no_write:
-        write_section(text, START, END)
+    publish(text, START, END, write=not args.no_write)
 
 
 if __name__ == "__main__":

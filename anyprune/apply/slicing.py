@@ -57,12 +57,14 @@ def keep_from_mask(mask: torch.Tensor) -> torch.Tensor:
 
 
 def apply_removal(table: AtomTable, slices: list, bindings: list, removed: dict[int, torch.Tensor],
-                  tx: Transaction, resolve: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+                  tx: Transaction, resolve: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                  log: list[tuple[str, int, torch.Tensor]] | None = None) -> None:
     """Remove the positions that ``removed`` marks from every slice, inside ``tx``.
 
     Raises :class:`PruningError` before touching anything if a dim would become
     zero-width. Updates the atom sizes of ``table`` only once all swaps are done.
     ``resolve`` maps a slice's tensor to the tensor to cut instead (its meta twin, for a shapes-only trial).
+    ``log`` (a list) gets ``(tensor name, dim, removed-positions mask)`` for every parameter slice cut.
     """
     from ..groups.group import LeafSlice  # stage-local type
 
@@ -84,6 +86,8 @@ def apply_removal(table: AtomTable, slices: list, bindings: list, removed: dict[
             continue
         t = s.tensor if resolve is None else resolve(s.tensor)
         per_tensor.setdefault(id(t), (t, {}))[1][s.dim] = mask
+        if log is not None:
+            log.append((s.fqn, s.dim, mask))
     new_tensors: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
     for t, dims in per_tensor.values():
         if t.is_meta and t.grad is None:  # shapes only: no positions to gather

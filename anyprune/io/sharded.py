@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..calibration.runner import progress as show_progress
 from ..errors import ConfigError
 
 __all__ = ["prune_checkpoint", "StreamedImportance", "CheckpointReader", "parse_memory", "write_safetensors"]
@@ -221,7 +222,7 @@ class StreamedImportance:
                 if name is None:
                     raise ConfigError(f"the checkpoint has no tensor for {s.fqn} (nor for a name tied to it)")
                 items.setdefault(name, []).append((a, k, s, idx))
-        for name, _, load in _progress(self.reader.entries(), self.progress, "scoring", len(self.reader.names)):
+        for name, _, load in show_progress(self.reader.entries(), len(self.reader.names), "scoring", self.progress):
             if name not in items:
                 continue  # a tensor no group scores (pinned, or not a target type) is not read at all
             t = load()
@@ -247,14 +248,6 @@ def _names_of(model: nn.Module) -> dict[int, list[str]]:
                 if t is not None and prefix + n not in out.setdefault(id(t), []):
                     out[id(t)].append(prefix + n)
     return out
-
-
-def _progress(it: Any, show: bool, desc: str, total: int | None = None) -> Any:
-    if not show:
-        return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, desc=desc, total=total, unit="tensor")
 
 
 def _meta_model(directory: Path) -> tuple[nn.Module, Any]:
@@ -378,7 +371,7 @@ def prune_checkpoint(source: str | os.PathLike, out: str | os.PathLike, *, pruni
             buffer.clear()
             filled = 0
 
-        for name, size, load in _progress(reader.entries(), progress, "writing", len(reader.names)):
+        for name, size, load in show_progress(reader.entries(), len(reader.names), "writing", progress):
             if buffer and filled + size > shard_limit:  # flush before reading: shard + tensor stay within budget
                 flush()
             t = load()
